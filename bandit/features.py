@@ -1,0 +1,38 @@
+"""Feature maps from (moment, task) to vectors.
+
+``features_v1`` is the former production map, kept exactly (SIMULATION.md):
+[sin(2πh/24), cos(2πh/24), isOverdue, min(taskAgeDays, 30)/30, (priority − 1)/3,
+sin(2πd/7), cos(2πd/7)].
+
+>>> x = features_v1(Moment(6, 0), Task("t", priority=4, is_overdue=True, task_age_days=45.0))
+>>> [round(float(v), 3) for v in x]
+[1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bandit.base import FloatArray, Moment, Task
+
+V1_DIM = 7
+_TWO_PI = 2.0 * math.pi
+
+
+def features_v1(moment: Moment, task: Task) -> FloatArray:
+    h = moment.hour_of_day
+    d = moment.day_of_week
+    return np.array(
+        [
+            math.sin(_TWO_PI * h / 24.0),
+            math.cos(_TWO_PI * h / 24.0),
+            1.0 if task.is_overdue else 0.0,
+            min(task.task_age_days, 30.0) / 30.0,
+            (task.priority - 1) / 3.0,
+            math.sin(_TWO_PI * d / 7.0),
+            math.cos(_TWO_PI * d / 7.0),
+        ],
+        dtype=np.float64,
+    )

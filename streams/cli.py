@@ -1,0 +1,34 @@
+"""The ``tipstream`` command line: one sub-command per job, ``--help`` on each.
+
+Exit codes: 0 ok, 2 bad usage or bad input, 1 failure.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="tipstream",
+    help="Learn which tip to show from user feedback, in real time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _mount() -> None:
+    # Sub-commands live beside the code they drive; importing them here keeps start-up of
+    # one command from paying for the others' imports.
+    from streams import devstack, worker_cli  # noqa: PLC0415
+
+    app.add_typer(devstack.dev_app, name="dev")
+    worker_cli.register(app)
+
+
+def main() -> None:
+    _mount()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Typed settings from the environment (``TIPSTREAM_*``), one place for every knob.
+
+Every setting has a default that works with ``tipstream dev up`` (Kafka on 127.0.0.1:19092,
+PostgreSQL on 127.0.0.1:15432), so a newcomer needs no configuration at all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_KAFKA_PORT = 19092
+DEV_POSTGRES_PORT = 15432
+
+
+class Settings(BaseSettings):
+    """The worker's and the simulator's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="TIPSTREAM_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = f"127.0.0.1:{DEV_KAFKA_PORT}"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+    database_url: str = f"postgresql://tipstream:tipstream@127.0.0.1:{DEV_POSTGRES_PORT}/tipstream"
+
+    topic_shown: str = "tips.shown"
+    topic_feedback: str = "tips.feedback"
+    topic_deadletter: str = "tips.deadletter"
+    partitions: int = Field(default=8, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1)
+
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
+    policy: str = "egreedy-v1"
+    shadow_policies: str = ""  # comma-separated names that learn without serving
+    reward_wait_s: float = Field(default=86_400.0, gt=0)
+    default_reward: float | None = None  # learned from on expiry when set
+    dedupe_retention_s: float = Field(default=7 * 86_400.0, gt=0)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65_535)
+    admin_token: SecretStr = SecretStr("dev-admin-token")
+
+    app_id: str = "tipstream"
+    data_dir: str = "var/worker"  # faust's per-worker directory
+    batch_max: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    session_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "SASL security protocol needs TIPSTREAM_KAFKA_SASL_MECHANISM, "
+                "TIPSTREAM_KAFKA_SASL_USERNAME and TIPSTREAM_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @property
+    def shadow_policy_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.shadow_policies.split(",") if n.strip())
+
+    def aiokafka_kwargs(self) -> dict[str, object]:
+        """Connection keyword arguments shared by every aiokafka client we create."""
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context  # noqa: PLC0415
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+        if self.kafka_sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        return kwargs
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
