@@ -1,0 +1,418 @@
+"""The faust application: the source topics, the state table, the agent and the web views.
+
+Layers, bottom up: Kafka (faust/aiokafka) → state (``StateTable``, one record per user) →
+stream (``Pipeline`` over batches from ``take_events``) → user API (HTTP views here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import faust
+import numpy as np
+import orjson
+from faust.web import Request, Response, View
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bandit.base import Moment, Policy, Task
+from bandit.registry import make_policy
+from schemas.events import rfc3339
+from streams.metrics import WorkerMetrics
+from streams.partitioning import partition_for
+from streams.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.settings import Settings
+from streams.sink import FeedbackSink
+from streams.state import UserRecord, key_partition, shared_key, user_key
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "user-state"
+MIN_UPDATES_TIMEOUT_S = 10.0
+
+
+class StateTable(faust.Table):  # type: ignore[misc]
+    """A table whose changelog partition comes from the key, not from the current event.
+
+    The key's user part hashes (murmur2) to the user's input partition, so records stay
+    co-partitioned with the input topics while batches, expiry sweeps and admin requests
+    write them outside any single event's context.
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return key_partition(str(key), self.partitions)
+
+
+def build_policies(settings: Settings) -> list[Policy]:
+    """The serving policy first, then the shadow policies (which learn but never serve)."""
+    names = [settings.policy, *settings.shadow_policy_names]
+    unique = list(dict.fromkeys(names))
+    return [make_policy(name, epsilon=settings.epsilon) for name in unique]
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    kwargs = settings.aiokafka_kwargs()
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=kwargs["sasl_plain_password"],
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    if "ssl_context" in kwargs:
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return None
+
+
+class Worker:
+    """Everything one worker process runs, built from settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = WorkerMetrics()
+        self.policies = build_policies(settings)
+        self.serving = self.policies[0]
+        self.app = faust.App(
+            settings.app_id,
+            broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
+            broker_credentials=faust_broker_credentials(settings),
+            store="memory://",
+            datadir=settings.data_dir,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+            web_enabled=True,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            autodiscover=False,
+            stream_wait_empty=False,
+        )
+        self.source = self.app.topic(
+            settings.topic_shown,
+            settings.topic_feedback,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.deadletter_topic = self.app.topic(
+            settings.topic_deadletter, key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw",
+        )  # fmt: skip
+        self.table = self.app.tables.add(
+            StateTable(
+                self.app,
+                name=STATE_TABLE,
+                beacon=self.app.tables.beacon,
+                key_type=str,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=settings.partitions,
+            )
+        )
+        self.sink = FeedbackSink(settings.database_url, self.metrics)
+        self.pipeline = Pipeline(
+            settings, self.policies, self.table, self.sink, self, self.metrics
+        )
+        self._rng = np.random.default_rng()
+        self._http: aiohttp.ClientSession | None = None
+        self._register()
+
+    # -- dead letters (the pipeline's DeadLetterSink) ----------------------------------
+
+    async def send(self, letter: DeadLetter) -> None:
+        await self.deadletter_topic.send(
+            key=letter.event.key, value=letter.event.value, headers=letter.headers()
+        )
+
+    # -- wiring ------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        worker = self
+
+        @app.agent(self.source, name="feedback-loop", concurrency=1)  # type: ignore[misc]
+        async def feedback_loop(stream: Any) -> None:
+            await worker.sink.start()
+            try:
+                async for events in stream.take_events(
+                    worker.settings.batch_max, worker.settings.batch_within_s
+                ):
+                    batch = [_raw(event.message) for event in events]
+                    # take_events acks the batch when we return to it, even on
+                    # cancellation: finish the batch first so no ack precedes its effects.
+                    task = asyncio.ensure_future(worker.pipeline.handle(batch))
+                    try:
+                        await asyncio.shield(task)
+                    except asyncio.CancelledError:
+                        await task
+                        raise
+            finally:
+                await worker.sink.stop()
+
+        @app.on_rebalance_complete.connect  # type: ignore[misc]
+        async def _on_rebalance(sender: Any, **_: Any) -> None:
+            worker.pipeline.on_partitions_changed(worker.active_partitions())
+
+        for path, view in (
+            ("/score/egreedy", _ScoreView),
+            ("/stats/egreedy/{user_id}", _StatsView),
+            ("/healthz", _HealthView),
+            ("/metrics", _MetricsView),
+            ("/admin/users/{user_id}/reset", _ResetView),
+        ):
+            view_class = type(view.__name__, (view,), {"worker": worker})
+            app.page(path)(view_class)
+
+    # -- ownership and routing ---------------------------------------------------------
+
+    def active_partitions(self) -> set[int]:
+        assignment = self.app.assignor.assigned_actives()
+        return {tp.partition for tp in assignment if tp.topic == self.settings.topic_feedback}
+
+    def is_ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        return (
+            not self.app.rebalancing
+            and recovery.completed.is_set()
+            and bool(self.active_partitions())
+        )
+
+    def owner_url(self, user_id: str) -> str | None:
+        """Base URL of the worker owning this user's partition, or None if it is us."""
+        if partition_for(user_id, self.settings.partitions) in self.active_partitions():
+            return None
+        url = self.app.router.key_store(STATE_TABLE, user_id)
+        return str(url).rstrip("/")
+
+    async def forward(self, request: Request, base_url: str, body: bytes | None) -> Response:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        url = base_url + request.path + (f"?{request.query_string}" if request.query_string else "")
+        headers = {"content-type": "application/json", "x-tipstream-forwarded": "1"}
+        if "authorization" in request.headers:
+            headers["authorization"] = request.headers["authorization"]
+        async with self._http.request(request.method, url, data=body, headers=headers) as resp:
+            return _json_response(orjson.loads(await resp.read()), resp.status)
+
+    # -- scoring -----------------------------------------------------------------------
+
+    def record(self, key: str) -> UserRecord | None:
+        blob = self.table.get(key)
+        return UserRecord.decode(blob) if blob is not None else None
+
+    def score(self, request: ScoreRequest) -> dict[str, Any]:
+        policy = self.policy_named(request.policy)
+        key = user_key(request.user_id, request.run_id)
+        record = self.record(key)
+        blob = record.policy_blobs.get(policy.name) if record else None
+        user_state = policy.decode_user(blob) if blob is not None else policy.new_user()
+        shared = None
+        if policy.new_shared() is not None:
+            partition = key_partition(key, self.settings.partitions)
+            shared_blob = self.table.get(shared_key(policy.name, request.run_id, partition))
+            shared = (
+                policy.decode_shared(shared_blob) if shared_blob is not None
+                else policy.new_shared()
+            )  # fmt: skip
+        moment = Moment(request.context.hour_of_day, request.context.day_of_week)
+        tasks = [
+            Task(c.tip_id, c.features.priority, c.features.is_overdue, c.features.task_age_days)
+            for c in request.candidates
+        ]
+        rng = np.random.default_rng(request.seed) if request.seed is not None else self._rng
+        choice = policy.choose(user_state, shared, moment, tasks, rng)
+        return {
+            "tip_id": tasks[choice.index].tip_id,
+            "score": choice.score,
+            "policy": policy.name,
+            "propensity": choice.propensity,
+            "explored": choice.explored,
+        }
+
+    def policy_named(self, name: str | None) -> Policy:
+        if name is None:
+            return self.serving
+        for policy in self.policies:
+            if policy.name == name:
+                return policy
+        known = ", ".join(p.name for p in self.policies)
+        raise ValueError(f"policy {name!r} is not served or shadowed here (have: {known})")
+
+    async def wait_for_updates(self, key: str, min_updates: int) -> bool:
+        deadline = asyncio.get_running_loop().time() + MIN_UPDATES_TIMEOUT_S
+        while True:
+            record = self.record(key)
+            if record is not None and record.pulls >= min_updates:
+                return True
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+
+
+def _raw(message: Any) -> RawEvent:
+    return RawEvent(
+        message.topic,
+        message.partition,
+        message.offset,
+        round(message.timestamp * 1000),
+        message.key,
+        message.value if message.value is not None else b"",
+    )
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+class _Features(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    priority: int = Field(ge=1, le=4)
+    is_overdue: bool
+    task_age_days: float = Field(ge=0, allow_inf_nan=False)
+
+
+class _Candidate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tip_id: str = Field(min_length=1, max_length=128)
+    features: _Features
+
+
+class _Context(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    hour_of_day: int = Field(ge=0, le=23)
+    day_of_week: int = Field(ge=0, le=6)
+
+
+class ScoreRequest(BaseModel):
+    """``POST /score/egreedy`` (snake_case, as the former ML service)."""
+
+    model_config = ConfigDict(extra="ignore")
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    candidates: list[_Candidate] = Field(min_length=1, max_length=100)
+    context: _Context
+    run_id: str | None = Field(default=None, min_length=1, max_length=128,
+                               pattern=r"^[^\x00-\x1f\x7f]+$")  # fmt: skip
+    seed: int | None = None
+    min_updates: int | None = Field(default=None, ge=0)
+    policy: str | None = None
+
+
+def _json_response(body: Any, status: int = 200) -> Response:
+    from aiohttp import web  # noqa: PLC0415
+
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> Response:
+    return _json_response({"error": message}, status)
+
+
+class _WorkerView(View):  # type: ignore[misc]
+    worker: Worker
+
+
+class _ScoreView(_WorkerView):
+    async def post(self, request: Request) -> Response:
+        metrics = self.worker.metrics
+        body = await request.read()
+        try:
+            score_request = ScoreRequest.model_validate_json(body)
+        except ValidationError as exc:
+            metrics.score_requests.labels("bad_request").inc()
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return _error(400, f"{where}: {first['msg']}")
+        if not self.worker.is_ready():
+            metrics.score_requests.labels("not_ready").inc()
+            return _error(503, "worker is starting or rebalancing; retry shortly")
+        owner = self.worker.owner_url(score_request.user_id)
+        if owner is not None and "x-tipstream-forwarded" not in request.headers:
+            metrics.score_requests.labels("forwarded").inc()
+            return await self.worker.forward(request, owner, body)
+        key = user_key(score_request.user_id, score_request.run_id)
+        if score_request.min_updates and not await self.worker.wait_for_updates(
+            key, score_request.min_updates
+        ):
+            metrics.score_requests.labels("timeout").inc()
+            return _error(504, f"user state did not reach {score_request.min_updates} updates")
+        try:
+            answer = self.worker.score(score_request)
+        except ValueError as exc:
+            metrics.score_requests.labels("bad_request").inc()
+            return _error(400, str(exc))
+        metrics.score_requests.labels("ok").inc()
+        return _json_response(answer)
+
+
+class _StatsView(_WorkerView):
+    async def get(self, request: Request, user_id: str) -> Response:
+        run_id = request.query.get("run_id") or None
+        owner = self.worker.owner_url(user_id)
+        if owner is not None and "x-tipstream-forwarded" not in request.headers:
+            return await self.worker.forward(request, owner, None)
+        record = self.worker.record(user_key(user_id, run_id))
+        if record is None:
+            return _error(404, f"no state for user {user_id!r}")
+        pulls = record.pulls
+        cumulative = record.reward_milli_sum / 1000
+        return _json_response(
+            {
+                "pulls": pulls,
+                "cumulative_reward": cumulative,
+                "estimated_mean": cumulative / pulls if pulls else None,
+                "last_updated": rfc3339(record.last_updated_ms) if record.last_updated_ms else None,
+            }
+        )
+
+
+class _HealthView(_WorkerView):
+    async def get(self, request: Request) -> Response:
+        ready = self.worker.is_ready()
+        return _json_response(
+            {
+                "status": "ok" if ready else "starting",
+                "partitions": sorted(self.worker.active_partitions()),
+                "policy": self.worker.serving.name,
+                "shadow_policies": [p.name for p in self.worker.policies[1:]],
+            },
+            200 if ready else 503,
+        )
+
+
+class _MetricsView(_WorkerView):
+    async def get(self, request: Request) -> Response:
+        from aiohttp import web  # noqa: PLC0415
+
+        return web.Response(
+            body=self.worker.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+
+class _ResetView(_WorkerView):
+    """Forget a production user's learned model (the join and its guard are kept)."""
+
+    async def post(self, request: Request, user_id: str) -> Response:
+        token = self.worker.settings.admin_token.get_secret_value()
+        if request.headers.get("authorization") != f"Bearer {token}":
+            return _error(401, "a bearer token (TIPSTREAM_ADMIN_TOKEN) is required")
+        owner = self.worker.owner_url(user_id)
+        if owner is not None and "x-tipstream-forwarded" not in request.headers:
+            return await self.worker.forward(request, owner, b"")
+        record = self.worker.record(user_id)
+        if record is None:
+            return _error(404, f"no state for user {user_id!r}")
+        record.policy_blobs.clear()
+        record.pulls = 0
+        record.reward_milli_sum = 0
+        self.worker.table[user_id] = record.encode()
+        return _json_response({"user_id": user_id, "reset": True})

@@ -1,0 +1,343 @@
+"""The show/feedback join for one user, its reward, and the learning it triggers.
+
+Pure logic over a ``UserRecord``: no Kafka, no database, no clock. Time is *stream time*,
+the Kafka record timestamps, so that a replay makes the same decisions as the first run.
+
+Rules (CONTRACTS.md "Reward inference"):
+- the earliest feedback for a tip is learned from, once; later ones are ``duplicate`` and a
+  re-delivered ``eventId`` rewrites its own row unchanged;
+- feedback before its show waits; a show (or waiting feedback) past the reward wait time
+  ``expired``s, and is learned from only if a default reward is set;
+- legacy actions are stored as ``legacy``, never learned from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bandit.base import Moment, Policy, Task
+from bandit.reward import LEGACY_ACTIONS, infer_reward, reward_milli
+from schemas.events import TipFeedback, TipShown
+from streams.state import PendingFeedback, PendingShow, Settled, UserRecord
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+LEGACY = "legacy"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRow:
+    """One ``tip_feedback`` row."""
+
+    event_id: str
+    tip_id: str
+    user_id: str
+    action: str | None
+    dwell_ms: int | None
+    reward_milli: int | None
+    policy: str | None
+    propensity: float | None
+    status: str
+    occurred_at_ms: int
+
+
+@dataclass(slots=True)
+class UserResult:
+    """What processing one user's events produced, for the sink and the metrics."""
+
+    rows: list[FeedbackRow] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)  # one label per event or expiry
+    reward_latencies_ms: list[int] = field(default_factory=list)
+    changed: bool = False
+
+
+class PolicyModels:
+    """The user's per-policy states, decoded lazily and encoded back once per batch."""
+
+    __slots__ = ("_decoded", "_policies", "_record", "_shared")
+
+    def __init__(
+        self, policies: Sequence[Policy], record: UserRecord, shared: Mapping[str, Any]
+    ) -> None:
+        self._policies = policies
+        self._record = record
+        self._shared = shared
+        self._decoded: dict[str, Any] = {}
+
+    def state(self, policy: Policy) -> Any:
+        found = self._decoded.get(policy.name)
+        if found is None:
+            blob = self._record.policy_blobs.get(policy.name)
+            found = policy.decode_user(blob) if blob is not None else policy.new_user()
+            self._decoded[policy.name] = found
+        return found
+
+    def learn(self, moment: Moment, task: Task, reward: float) -> None:
+        for policy in self._policies:
+            policy.update(self.state(policy), self._shared.get(policy.name), moment, task, reward)
+
+    def flush(self) -> None:
+        for policy in self._policies:
+            if policy.name in self._decoded:
+                self._record.policy_blobs[policy.name] = policy.encode_user(
+                    self._decoded[policy.name]
+                )
+
+
+class Joiner:
+    """Applies one user's events, in arrival order, to that user's record."""
+
+    __slots__ = ("default_reward", "policies", "retention_ms", "wait_ms")
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        *,
+        reward_wait_ms: int,
+        default_reward: float | None = None,
+        retention_ms: int = 7 * 86_400_000,
+    ) -> None:
+        self.policies = policies
+        self.wait_ms = reward_wait_ms
+        self.default_reward = default_reward
+        self.retention_ms = retention_ms
+
+    def process(
+        self,
+        record: UserRecord,
+        user_id: str,
+        events: Iterable[tuple[TipShown | TipFeedback, int]],
+        stream_time_ms: int,
+        shared: Mapping[str, Any],
+    ) -> UserResult:
+        """Apply ``(event, record_timestamp_ms)`` pairs, then expire what is overdue."""
+        result = UserResult()
+        models = PolicyModels(self.policies, record, shared)
+        for event, timestamp_ms in events:
+            if isinstance(event, TipShown):
+                self._on_show(record, event, timestamp_ms, models, result)
+            else:
+                self._on_feedback(record, event, timestamp_ms, models, result)
+        self._expire(record, user_id, stream_time_ms, models, result)
+        models.flush()
+        return result
+
+    # -- shows -------------------------------------------------------------------------
+
+    def _on_show(
+        self,
+        record: UserRecord,
+        show: TipShown,
+        timestamp_ms: int,
+        models: PolicyModels,
+        result: UserResult,
+    ) -> None:
+        tip = show.tip_id
+        if tip in record.settled or tip in record.pending_shows:
+            # A re-delivery, or a second show of a tip already served: the first one counts.
+            result.outcomes.append("show_duplicate")
+            return
+        f = show.features
+        pending = PendingShow(
+            show.event_id, show.served_at_ms, show.policy, show.propensity, f.hour_of_day,
+            f.day_of_week, f.priority, f.is_overdue, f.task_age_days, timestamp_ms + self.wait_ms,
+        )  # fmt: skip
+        result.changed = True
+        waiting = record.pending_feedback.pop(tip, None)
+        if not waiting:
+            record.pending_shows[tip] = pending
+            result.outcomes.append("show_waiting")
+            return
+        result.outcomes.append("show_joined")
+        # The earliest feedback is learned from; the others are duplicates of it.
+        waiting.sort(key=lambda w: w.occurred_at_ms)
+        first, *later = waiting
+        self._settle(record, show.user_id, tip, pending, first, models, result)
+        for other in later:
+            result.rows.append(self._duplicate_row(record, show.user_id, tip, other))
+            result.outcomes.append(DUPLICATE)
+
+    # -- feedback ----------------------------------------------------------------------
+
+    def _on_feedback(
+        self,
+        record: UserRecord,
+        feedback: TipFeedback,
+        timestamp_ms: int,
+        models: PolicyModels,
+        result: UserResult,
+    ) -> None:
+        tip = feedback.tip_id
+        action = feedback.action.value
+        waiting = PendingFeedback(
+            feedback.event_id, action, feedback.dwell_ms, feedback.occurred_at_ms,
+            timestamp_ms + self.wait_ms,
+        )  # fmt: skip
+        if action in LEGACY_ACTIONS:
+            show = record.pending_shows.get(tip)
+            settled = record.settled.get(tip)
+            policy = show.policy if show else settled.policy if settled else None
+            propensity = show.propensity if show else settled.propensity if settled else None
+            result.rows.append(
+                FeedbackRow(
+                    feedback.event_id, tip, feedback.user_id, action, feedback.dwell_ms, None,
+                    policy, propensity, LEGACY, feedback.occurred_at_ms,
+                )  # fmt: skip
+            )
+            result.outcomes.append(LEGACY)
+            return
+        settled = record.settled.get(tip)
+        if settled is not None:
+            if settled.kind == APPLIED and settled.event_id == feedback.event_id:
+                # Re-delivery of the feedback we learned from: rewrite its row, learn nothing.
+                result.rows.append(self._settled_row(settled, tip, feedback, action))
+                result.outcomes.append("redelivered")
+            elif settled.kind == APPLIED:
+                result.rows.append(self._duplicate_row(record, feedback.user_id, tip, waiting))
+                result.outcomes.append(DUPLICATE)
+            else:
+                result.rows.append(self._late_row(feedback, action, settled))
+                result.outcomes.append("late")
+            return
+        show = record.pending_shows.pop(tip, None)
+        result.changed = True
+        if show is None:
+            queue = record.pending_feedback.setdefault(tip, [])
+            if any(w.event_id == feedback.event_id for w in queue):
+                result.outcomes.append("redelivered")
+            else:
+                queue.append(waiting)
+                result.outcomes.append("feedback_waiting")
+            return
+        self._settle(record, feedback.user_id, tip, show, waiting, models, result)
+
+    def _settle(
+        self,
+        record: UserRecord,
+        user_id: str,
+        tip: str,
+        show: PendingShow,
+        feedback: PendingFeedback,
+        models: PolicyModels,
+        result: UserResult,
+    ) -> None:
+        """Learn from the first feedback of a tip and remember that it was learned from."""
+        latency_ms = feedback.occurred_at_ms - show.served_at_ms
+        dwell_ms = feedback.dwell_ms
+        if dwell_ms is None and feedback.action == "done":
+            # Clock skew can make the derived dwell negative: treat it as an instant "done".
+            dwell_ms = max(0, latency_ms)
+        reward = infer_reward(feedback.action, dwell_ms)
+        assert reward is not None  # legacy actions never reach the join
+        milli = reward_milli(reward)
+        models.learn(_moment(show), _task(tip, show), reward)
+        record.pulls += 1
+        record.reward_milli_sum += milli
+        record.last_updated_ms = feedback.occurred_at_ms
+        record.settled[tip] = Settled(
+            APPLIED, feedback.event_id, milli, dwell_ms, show.policy, show.propensity,
+            max(feedback.occurred_at_ms, show.served_at_ms),
+        )  # fmt: skip
+        result.rows.append(
+            FeedbackRow(
+                feedback.event_id, tip, user_id, feedback.action, dwell_ms, milli, show.policy,
+                show.propensity, APPLIED, feedback.occurred_at_ms,
+            )  # fmt: skip
+        )
+        result.outcomes.append(APPLIED)
+        result.reward_latencies_ms.append(latency_ms)
+
+    # -- expiry ------------------------------------------------------------------------
+
+    def _expire(
+        self,
+        record: UserRecord,
+        user_id: str,
+        now_ms: int,
+        models: PolicyModels,
+        result: UserResult,
+    ) -> None:
+        for tip, show in list(record.pending_shows.items()):
+            if show.deadline_ms > now_ms:
+                continue
+            del record.pending_shows[tip]
+            milli = None
+            if self.default_reward is not None:
+                models.learn(_moment(show), _task(tip, show), self.default_reward)
+                milli = reward_milli(self.default_reward)
+                record.pulls += 1
+                record.reward_milli_sum += milli
+                record.last_updated_ms = show.deadline_ms
+            record.settled[tip] = Settled(
+                EXPIRED, show.event_id, milli, None, show.policy, show.propensity, show.deadline_ms
+            )
+            result.rows.append(
+                FeedbackRow(
+                    show.event_id, tip, user_id, None, None, milli, show.policy,
+                    show.propensity, EXPIRED, show.deadline_ms,
+                )  # fmt: skip
+            )
+            result.outcomes.append(EXPIRED)
+            result.changed = True
+        for tip, queue in list(record.pending_feedback.items()):
+            if min(w.deadline_ms for w in queue) > now_ms:
+                continue
+            del record.pending_feedback[tip]
+            for waiting in queue:
+                result.rows.append(
+                    FeedbackRow(
+                        waiting.event_id, tip, user_id, waiting.action, waiting.dwell_ms, None,
+                        None, None, EXPIRED, waiting.occurred_at_ms,
+                    )  # fmt: skip
+                )
+                result.outcomes.append(EXPIRED)
+            record.settled[tip] = Settled(
+                EXPIRED, queue[0].event_id, None, None, None, None, queue[0].deadline_ms
+            )
+            result.changed = True
+        horizon = now_ms - self.retention_ms
+        stale = [tip for tip, s in record.settled.items() if s.at_ms < horizon]
+        for tip in stale:
+            del record.settled[tip]
+        result.changed = result.changed or bool(stale)
+
+    # -- rows --------------------------------------------------------------------------
+
+    @staticmethod
+    def _settled_row(
+        settled: Settled, tip: str, feedback: TipFeedback, action: str
+    ) -> FeedbackRow:
+        return FeedbackRow(
+            feedback.event_id, tip, feedback.user_id, action, settled.dwell_ms,
+            settled.reward_milli, settled.policy, settled.propensity, APPLIED,
+            feedback.occurred_at_ms,
+        )  # fmt: skip
+
+    @staticmethod
+    def _duplicate_row(
+        record: UserRecord, user_id: str, tip: str, feedback: PendingFeedback
+    ) -> FeedbackRow:
+        settled = record.settled.get(tip)
+        return FeedbackRow(
+            feedback.event_id, tip, user_id, feedback.action, feedback.dwell_ms, None,
+            settled.policy if settled else None, settled.propensity if settled else None,
+            DUPLICATE, feedback.occurred_at_ms,
+        )  # fmt: skip
+
+    @staticmethod
+    def _late_row(feedback: TipFeedback, action: str, settled: Settled) -> FeedbackRow:
+        return FeedbackRow(
+            feedback.event_id, feedback.tip_id, feedback.user_id, action, feedback.dwell_ms,
+            None, settled.policy, settled.propensity, EXPIRED, feedback.occurred_at_ms,
+        )  # fmt: skip
+
+
+def _moment(show: PendingShow) -> Moment:
+    return Moment(show.hour_of_day, show.day_of_week)
+
+
+def _task(tip: str, show: PendingShow) -> Task:
+    return Task(tip, show.priority, show.is_overdue, show.task_age_days)

@@ -1,0 +1,278 @@
+"""The worker's hot path: one batch of Kafka events in, state, rows and dead letters out.
+
+Per batch: decode and validate every event, dead-letter the bad ones, group the rest by
+user (state key), load each user's record once, join and learn, expire what is overdue,
+write the ``tip_feedback`` rows, and only then store the records.
+
+Why rows before state: rows are idempotent (``ON CONFLICT DO NOTHING``) and state carries
+the guard. If the worker dies after the rows but before the state is flushed, the replay
+recomputes the same rows and state; the other order could lose an ``expired`` row, which
+is produced once, when stream time passes a deadline, and not by a re-delivered event.
+
+Never raises: an event that fails unexpectedly is dead-lettered (``internal_error``) with
+its original bytes, so nothing is lost and the stream keeps going.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bandit.base import Policy
+from schemas.events import DecodeError, TipFeedback, TipShown, decode_feedback, decode_shown
+from streams.joiner import FeedbackRow, Joiner
+from streams.metrics import WorkerMetrics
+from streams.partitioning import partition_for
+from streams.settings import Settings
+from streams.state import SIM_SEPARATOR, UserRecord, key_partition, shared_key, user_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """What the pipeline needs of a Kafka record (faust's ``Message``, or a test's)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    event: RawEvent
+    code: str
+    detail: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("x-error-code", self.code.encode()),
+            ("x-error-detail", self.detail.encode()[:1000]),
+            ("x-source-topic", self.event.topic.encode()),
+            ("x-source-partition", str(self.event.partition).encode()),
+            ("x-source-offset", str(self.event.offset).encode()),
+        ]
+
+
+class RowSink(Protocol):
+    async def write(self, rows: Sequence[FeedbackRow]) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, letter: DeadLetter) -> None: ...
+
+
+@dataclass(slots=True)
+class _Group:
+    user_id: str
+    run_id: str | None
+    partition: int
+    events: list[tuple[TipShown | TipFeedback, int]]
+    raws: list[RawEvent]
+
+
+class Pipeline:
+    """Batch processor over a key-value state store (a faust Table in the worker)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policies: Sequence[Policy],
+        store: MutableMapping[str, bytes],
+        rows: RowSink,
+        dead_letters: DeadLetterSink,
+        metrics: WorkerMetrics,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.settings = settings
+        self.policies = list(policies)
+        self.pooled = [p for p in self.policies if p.new_shared() is not None]
+        self.store = store
+        self.rows = rows
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.joiner = Joiner(
+            self.policies,
+            reward_wait_ms=round(settings.reward_wait_s * 1000),
+            default_reward=settings.default_reward,
+            retention_ms=round(settings.dedupe_retention_s * 1000),
+        )
+        self._wall_clock_ms = wall_clock_ms
+        self._stream_time_ms: dict[int, int] = {}
+        self._deadlines: dict[int, list[tuple[int, str]]] = {}
+        self._indexed: set[int] = set()
+        self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
+
+    # -- partitions --------------------------------------------------------------------
+
+    def on_partitions_changed(self, active: set[int]) -> None:
+        """Forget what we knew of partitions we may have lost or gained (rebalance)."""
+        for partition in list(self._indexed):
+            if partition not in active:
+                self._indexed.discard(partition)
+                self._deadlines.pop(partition, None)
+                self._waiting.pop(partition, None)
+        self._publish_waiting()
+
+    def _index_partition(self, partition: int) -> None:
+        """Rebuild the expiry index and waiting counts of a newly owned partition."""
+        heap: list[tuple[int, str]] = []
+        shows = feedback = 0
+        for key, blob in list(self.store.items()):
+            if key_partition(key, self.settings.partitions) != partition:
+                continue
+            if key.startswith("\x1e"):
+                continue
+            record = UserRecord.decode(blob)
+            deadline = record.next_deadline_ms()
+            if deadline is not None:
+                heap.append((deadline, key))
+            shows += len(record.pending_shows)
+            feedback += sum(len(w) for w in record.pending_feedback.values())
+        heapq.heapify(heap)
+        self._deadlines[partition] = heap
+        self._waiting[partition] = (shows, feedback)
+        self._indexed.add(partition)
+
+    # -- the batch ---------------------------------------------------------------------
+
+    async def handle(self, batch: Sequence[RawEvent]) -> None:
+        self.metrics.batch_size.observe(len(batch))
+        now_ms = self._wall_clock_ms()
+        letters: list[DeadLetter] = []
+        groups: dict[str, _Group] = {}
+        for raw in batch:
+            self.metrics.processing_lag.observe(max(0.0, (now_ms - raw.timestamp_ms) / 1000))
+            if raw.partition not in self._indexed:
+                self._index_partition(raw.partition)
+            stream_time = self._stream_time_ms.get(raw.partition, 0)
+            self._stream_time_ms[raw.partition] = max(stream_time, raw.timestamp_ms)
+            decoded = self._decode(raw)
+            if isinstance(decoded, DeadLetter):
+                letters.append(decoded)
+                continue
+            key = user_key(decoded.user_id, decoded.run_id if decoded.is_sim else None)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(
+                    decoded.user_id, decoded.run_id if decoded.is_sim else None,
+                    raw.partition, [], [],
+                )  # fmt: skip
+            group.events.append((decoded, raw.timestamp_ms))
+            group.raws.append(raw)
+        self._add_due_expiries(groups)
+
+        shared = self._load_shared(groups.values())
+        records: dict[str, UserRecord] = {}
+        rows: list[FeedbackRow] = []
+        for key, group in groups.items():
+            try:
+                record, user_rows = self._process_group(key, group, shared)
+            except Exception as exc:  # a bug must not stop the stream or lose the events
+                log.exception("processing user %r failed; dead-lettering its events", key)
+                letters += [DeadLetter(raw, "internal_error", repr(exc)) for raw in group.raws]
+                continue
+            if record is not None:
+                records[key] = record
+            if group.run_id is None:
+                rows += user_rows  # simulated traffic never writes tip_feedback
+
+        await self.rows.write(rows)
+        for key, record in records.items():
+            self.store[key] = record.encode()
+            deadline = record.next_deadline_ms()
+            if deadline is not None:
+                partition = groups[key].partition
+                heapq.heappush(self._deadlines.setdefault(partition, []), (deadline, key))
+        for (policy_name, run_id, partition), state in shared.items():
+            policy = next(p for p in self.pooled if p.name == policy_name)
+            self.store[shared_key(policy_name, run_id, partition)] = policy.encode_shared(state)
+        for letter in letters:
+            self.metrics.deadlettered.labels(letter.code).inc()
+            await self.dead_letters.send(letter)
+        self._publish_waiting()
+
+    def _decode(self, raw: RawEvent) -> TipShown | TipFeedback | DeadLetter:
+        if raw.topic == self.settings.topic_shown:
+            decoded: TipShown | TipFeedback | DecodeError = decode_shown(
+                raw.value, self.settings.max_event_bytes
+            )
+        else:
+            decoded = decode_feedback(raw.value, self.settings.max_event_bytes)
+        if isinstance(decoded, DecodeError):
+            return DeadLetter(raw, decoded.code, decoded.detail)
+        if raw.key is None or raw.key != decoded.user_id.encode():
+            return DeadLetter(
+                raw, "key_mismatch", f"Kafka key {raw.key!r} is not userId {decoded.user_id!r}"
+            )
+        expected = partition_for(decoded.user_id, self.settings.partitions)
+        if expected != raw.partition:
+            return DeadLetter(
+                raw,
+                "wrong_partition",
+                f"key maps to partition {expected} of {self.settings.partitions} (murmur2), "
+                f"event is in {raw.partition}: check the producer's partitioner",
+            )
+        return decoded
+
+    def _add_due_expiries(self, groups: dict[str, _Group]) -> None:
+        """Users with a deadline passed by stream time join the batch with no events."""
+        for partition, heap in self._deadlines.items():
+            now = self._stream_time_ms.get(partition)
+            if now is None:
+                continue
+            while heap and heap[0][0] <= now:
+                _, key = heapq.heappop(heap)
+                if key in groups or key not in self.store:
+                    continue
+                user_id, _, run_id = key.partition(SIM_SEPARATOR)
+                groups[key] = _Group(user_id, run_id or None, partition, [], [])
+
+    def _load_shared(self, groups: Any) -> dict[tuple[str, str | None, int], Any]:
+        shared: dict[tuple[str, str | None, int], Any] = {}
+        for group in groups:
+            for policy in self.pooled:
+                slot = (policy.name, group.run_id, group.partition)
+                if slot not in shared:
+                    blob = self.store.get(shared_key(*slot))
+                    shared[slot] = (
+                        policy.decode_shared(blob) if blob is not None else policy.new_shared()
+                    )
+        return shared
+
+    def _process_group(
+        self, key: str, group: _Group, shared: Mapping[tuple[str, str | None, int], Any]
+    ) -> tuple[UserRecord | None, list[FeedbackRow]]:
+        blob = self.store.get(key)
+        record = UserRecord.decode(blob) if blob is not None else UserRecord()
+        before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
+        user_shared = {
+            p.name: shared[(p.name, group.run_id, group.partition)] for p in self.pooled
+        }
+        result = self.joiner.process(
+            record, group.user_id, group.events,
+            self._stream_time_ms.get(group.partition, 0), user_shared,
+        )  # fmt: skip
+        source = "sim" if group.run_id is not None else "prod"
+        for outcome in result.outcomes:
+            self.metrics.events.labels(source, outcome).inc()
+        for latency_ms in result.reward_latencies_ms:
+            self.metrics.reward_latency.observe(max(0.0, latency_ms / 1000))
+        after = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
+        shows, feedback = self._waiting.get(group.partition, (0, 0))
+        self._waiting[group.partition] = (
+            shows + after[0] - before[0],
+            feedback + after[1] - before[1],
+        )
+        return (record if result.changed else None), result.rows
+
+    def _publish_waiting(self) -> None:
+        self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))
+        self.metrics.feedback_waiting.set(sum(f for _, f in self._waiting.values()))

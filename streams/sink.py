@@ -1,0 +1,100 @@
+"""Writes ``tip_feedback`` rows to PostgreSQL in batches, idempotently.
+
+One statement per batch (``unnest`` of column arrays), ``ON CONFLICT (event_id) DO NOTHING``:
+a replay after a crash writes no second row. A failing database is retried with backoff
+for as long as it takes; the batch is not acknowledged to Kafka meanwhile, so nothing is
+lost and the stream simply waits (back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from schemas.events import from_epoch_ms
+from schemas.migrations import migrate
+from streams.joiner import FeedbackRow
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+_INSERT = """
+INSERT INTO tip_feedback
+    (event_id, tip_id, user_id, action, dwell_ms, reward_milli, policy, propensity, status,
+     occurred_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                     $6::integer[], $7::text[], $8::double precision[], $9::text[],
+                     $10::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+              asyncpg.CannotConnectNowError, asyncio.TimeoutError)  # fmt: skip
+
+
+class FeedbackSink:
+    """A small asyncpg pool with an explicit start/stop and a retrying batch write."""
+
+    __slots__ = ("_dsn", "_max_backoff_s", "_metrics", "_pool")
+
+    def __init__(self, dsn: str, metrics: WorkerMetrics, max_backoff_s: float = 5.0) -> None:
+        self._dsn = dsn
+        self._metrics = metrics
+        self._pool: asyncpg.Pool | None = None
+        self._max_backoff_s = max_backoff_s
+
+    async def start(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
+                break
+            except _RETRYABLE as exc:
+                log.warning("PostgreSQL not reachable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+        async with self._pool.acquire() as conn:
+            applied = await migrate(conn)
+        if applied:
+            log.info("applied migrations %s", applied)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def write(self, rows: Sequence[FeedbackRow]) -> None:
+        if not rows:
+            return
+        columns = _columns(rows)
+        backoff = 0.1
+        while True:
+            try:
+                assert self._pool is not None, "sink not started"
+                async with self._pool.acquire() as conn:
+                    await conn.execute(_INSERT, *columns)
+                self._metrics.rows_written.inc(len(rows))
+                return
+            except _RETRYABLE as exc:
+                self._metrics.sink_retries.inc()
+                log.warning("tip_feedback write failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+
+
+def _columns(rows: Sequence[FeedbackRow]) -> list[list[object]]:
+    return [
+        [r.event_id for r in rows],
+        [r.tip_id for r in rows],
+        [r.user_id for r in rows],
+        [r.action for r in rows],
+        [r.dwell_ms for r in rows],
+        [r.reward_milli for r in rows],
+        [r.policy for r in rows],
+        [r.propensity for r in rows],
+        [r.status for r in rows],
+        [from_epoch_ms(r.occurred_at_ms) for r in rows],
+    ]

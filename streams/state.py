@@ -1,0 +1,173 @@
+"""Per-user state as kept in the worker's changelogged table, and its compact codec.
+
+One record per (namespace, user) holds everything the join and the learner need, so that
+one changelog write updates the model and the idempotence guard together: a replay after
+a crash finds the guard and never applies a feedback twice.
+
+Keys: a production user's key is its ``userId``; a simulated user's is
+``userId \\x1f runId`` (ids never hold control characters, the schema forbids them); a
+policy's pooled state is ``\\x1e policy \\x1f runId-or-empty \\x1f partition``.
+
+>>> record = UserRecord()
+>>> record.pending_shows["t1"] = PendingShow("e1", 1000, "egreedy-v1", 0.9, 9, 0, 2, True, 3.0, 5000)
+>>> record.policy_blobs["egreedy-v1"] = b"\\x00\\x01"
+>>> again = UserRecord.decode(record.encode())
+>>> again.pending_shows["t1"].propensity, again.policy_blobs
+(0.9, {'egreedy-v1': b'\\x00\\x01'})
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import orjson
+
+from streams.partitioning import partition_for
+
+SIM_SEPARATOR = "\x1f"
+SHARED_PREFIX = "\x1e"
+_FORMAT = 1
+_HEADER = struct.Struct("<BI")  # format version, JSON length
+_BLOB = struct.Struct("<BI")  # name length, blob length
+
+
+def user_key(user_id: str, run_id: str | None) -> str:
+    return user_id if run_id is None else f"{user_id}{SIM_SEPARATOR}{run_id}"
+
+
+def shared_key(policy: str, run_id: str | None, partition: int) -> str:
+    return f"{SHARED_PREFIX}{policy}{SIM_SEPARATOR}{run_id or ''}{SIM_SEPARATOR}{partition}"
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The changelog partition of a state key: the input partition of its user."""
+    if key.startswith(SHARED_PREFIX):
+        return int(key.rsplit(SIM_SEPARATOR, 1)[1])
+    return partition_for(key.split(SIM_SEPARATOR, 1)[0], partitions)
+
+
+def is_shared_key(key: str) -> bool:
+    return key.startswith(SHARED_PREFIX)
+
+
+@dataclass(slots=True)
+class PendingShow:
+    """A served tip waiting for its feedback: what learning from it will need."""
+
+    event_id: str
+    served_at_ms: int
+    policy: str
+    propensity: float
+    hour_of_day: int
+    day_of_week: int
+    priority: int
+    is_overdue: bool
+    task_age_days: float
+    deadline_ms: int
+
+
+@dataclass(slots=True)
+class PendingFeedback:
+    """A feedback that arrived before its show."""
+
+    event_id: str
+    action: str
+    dwell_ms: int | None
+    occurred_at_ms: int
+    deadline_ms: int
+
+
+@dataclass(slots=True)
+class Settled:
+    """A tip whose one learnable feedback is decided: the idempotence guard.
+
+    ``kind`` is ``applied`` (learned from ``event_id``) or ``expired`` (no feedback in time).
+    The row fields are kept so that a replay rewrites the very same ``tip_feedback`` row.
+    """
+
+    kind: str
+    event_id: str
+    reward_milli: int | None
+    dwell_ms: int | None
+    policy: str | None
+    propensity: float | None
+    at_ms: int
+
+
+@dataclass(slots=True)
+class UserRecord:
+    pulls: int = 0
+    reward_milli_sum: int = 0
+    last_updated_ms: int | None = None
+    pending_shows: dict[str, PendingShow] = field(default_factory=dict)
+    pending_feedback: dict[str, list[PendingFeedback]] = field(default_factory=dict)
+    settled: dict[str, Settled] = field(default_factory=dict)
+    policy_blobs: dict[str, bytes] = field(default_factory=dict)
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = [s.deadline_ms for s in self.pending_shows.values()]
+        deadlines += [f.deadline_ms for waiting in self.pending_feedback.values() for f in waiting]
+        return min(deadlines, default=None)
+
+    def encode(self) -> bytes:
+        document = orjson.dumps(
+            {
+                "p": self.pulls,
+                "r": self.reward_milli_sum,
+                "u": self.last_updated_ms,
+                "s": {t: _show_row(s) for t, s in self.pending_shows.items()},
+                "f": {t: [_feedback_row(f) for f in w] for t, w in self.pending_feedback.items()},
+                "g": {t: _settled_row(s) for t, s in self.settled.items()},
+            }
+        )
+        parts = [_HEADER.pack(_FORMAT, len(document)), document]
+        for name, blob in self.policy_blobs.items():
+            encoded_name = name.encode()
+            parts += [_BLOB.pack(len(encoded_name), len(blob)), encoded_name, blob]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes) -> UserRecord:
+        version, length = _HEADER.unpack_from(data, 0)
+        if version != _FORMAT:
+            raise ValueError(f"unknown user record format {version}")
+        start = _HEADER.size
+        document = orjson.loads(data[start : start + length])
+        blobs: dict[str, bytes] = {}
+        offset = start + length
+        while offset < len(data):
+            name_length, blob_length = _BLOB.unpack_from(data, offset)
+            offset += _BLOB.size
+            name = data[offset : offset + name_length].decode()
+            offset += name_length
+            blobs[name] = data[offset : offset + blob_length]
+            offset += blob_length
+        if offset != len(data):
+            raise ValueError("truncated user record")
+        return cls(
+            pulls=document["p"],
+            reward_milli_sum=document["r"],
+            last_updated_ms=document["u"],
+            pending_shows={t: PendingShow(*row) for t, row in document["s"].items()},
+            pending_feedback={
+                t: [PendingFeedback(*row) for row in rows] for t, rows in document["f"].items()
+            },
+            settled={t: Settled(*row) for t, row in document["g"].items()},
+            policy_blobs=blobs,
+        )
+
+
+def _show_row(s: PendingShow) -> list[object]:
+    return [
+        s.event_id, s.served_at_ms, s.policy, s.propensity, s.hour_of_day, s.day_of_week,
+        s.priority, s.is_overdue, s.task_age_days, s.deadline_ms,
+    ]  # fmt: skip
+
+
+def _feedback_row(f: PendingFeedback) -> list[object]:
+    return [f.event_id, f.action, f.dwell_ms, f.occurred_at_ms, f.deadline_ms]
+
+
+def _settled_row(s: Settled) -> list[object]:
+    return [s.kind, s.event_id, s.reward_milli, s.dwell_ms, s.policy, s.propensity, s.at_ms]

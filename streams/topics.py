@@ -1,0 +1,57 @@
+"""``tipstream topics ensure``: create missing topics, refuse mismatched partition counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.settings import Settings
+
+
+class TopicLayoutError(RuntimeError):
+    """The input topics cannot be co-partitioned as they are."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    created: list[str]
+    partitions: dict[str, int]
+
+
+async def ensure_topics(settings: Settings) -> TopicReport:
+    names = [settings.topic_shown, settings.topic_feedback, settings.topic_deadletter]
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())  # type: ignore[arg-type]
+    await admin.start()
+    try:
+        existing = await _partition_counts(admin, names)
+        missing = [name for name in names if name not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+            )
+            existing = await _partition_counts(admin, names)
+    finally:
+        await admin.close()
+    shown, feedback = existing.get(settings.topic_shown), existing.get(settings.topic_feedback)
+    if shown != feedback:
+        raise TopicLayoutError(
+            f"{settings.topic_shown} has {shown} partitions and {settings.topic_feedback} has "
+            f"{feedback}: a user's shows and feedback must share a partition number, so both "
+            "input topics need the same count"
+        )
+    if shown != settings.partitions:
+        raise TopicLayoutError(
+            f"input topics have {shown} partitions but TIPSTREAM_PARTITIONS={settings.partitions}:"
+            " set it to the topics' count"
+        )
+    return TopicReport(missing, existing)
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(names)
+    counts: dict[str, int] = {}
+    for topic in described:
+        if topic.get("error_code", 0) == 0 and topic.get("partitions"):
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts

@@ -1,0 +1,78 @@
+"""``tipstream worker`` and ``tipstream topics ensure``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import typer
+
+from streams.settings import get_settings
+from streams.topics import TopicLayoutError, ensure_topics
+
+topics_app = typer.Typer(help="Kafka topics: create what is missing, check partition counts.",
+                         no_args_is_help=True)  # fmt: skip
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create missing topics and database tables; refuse if the input topics differ."""
+    settings = get_settings()
+    try:
+        report = asyncio.run(ensure_topics(settings))
+    except TopicLayoutError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        typer.echo(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    asyncio.run(_migrate(settings.database_url))
+    for name, count in report.partitions.items():
+        state = "created" if name in report.created else "exists"
+        typer.echo(f"{name}: {count} partitions ({state})")
+
+
+async def _migrate(database_url: str) -> None:
+    import asyncpg  # noqa: PLC0415
+
+    from schemas.migrations import migrate  # noqa: PLC0415
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    typer.echo(f"database: migrations {'applied ' + str(applied) if applied else 'up to date'}")
+
+
+def worker(
+    loglevel: str = typer.Option("info", "--loglevel", "-l", help="crit, error, warn, info, debug"),
+) -> None:
+    """Run the stream worker: consume shows and feedback, learn, serve /score/egreedy."""
+    from faust.worker import Worker as FaustWorker  # noqa: PLC0415
+
+    from streams.app import Worker  # noqa: PLC0415
+
+    settings = get_settings()
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicLayoutError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        typer.echo(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        tipstream = Worker(settings)
+    except ValueError as exc:  # unknown policy names and the like
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logging.basicConfig(level=loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING"))
+    FaustWorker(tipstream.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    sys.exit(0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+    app.add_typer(topics_app, name="topics")
