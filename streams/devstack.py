@@ -36,7 +36,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -167,15 +167,20 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 
 
 async def kafka_metadata(
-    bootstrap: str = KAFKA_BOOTSTRAP, timeout_s: float = 5.0
+    bootstrap: str = KAFKA_BOOTSTRAP,
+    timeout_s: float = 5.0,
+    client_kwargs: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
-    """A real Kafka Metadata request: the cluster description (brokers, cluster id)."""
+    """A real Kafka Metadata request: the cluster description (brokers, cluster id).
+
+    ``client_kwargs`` (e.g. ``Settings.aiokafka_kwargs()``) replace ``bootstrap`` when given,
+    for brokers that need TLS or SASL.
+    """
     from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
 
+    kwargs = dict(client_kwargs or {"bootstrap_servers": bootstrap})
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        connections_max_idle_ms=60_000,
+        **kwargs, request_timeout_ms=int(timeout_s * 1000), connections_max_idle_ms=60_000
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -187,11 +192,15 @@ async def kafka_metadata(
             await admin.close()
 
 
-async def kafka_ready(bootstrap: str = KAFKA_BOOTSTRAP, timeout_s: float = 5.0) -> bool:
+async def kafka_ready(
+    bootstrap: str = KAFKA_BOOTSTRAP,
+    timeout_s: float = 5.0,
+    client_kwargs: Mapping[str, object] | None = None,
+) -> bool:
     """True when the broker answers a metadata request and lists at least one broker."""
     with _quiet_loggers("aiokafka"):
         try:
-            cluster = await kafka_metadata(bootstrap, timeout_s)
+            cluster = await kafka_metadata(bootstrap, timeout_s, client_kwargs)
         except Exception:
             return False
     return bool(cluster.get("brokers"))
@@ -843,20 +852,27 @@ class StackStatus:
         return self.kafka_ok and self.postgres_ok
 
 
-def check(timeout_s: float = 5.0) -> StackStatus:
-    """Probe both servers with real requests (a Kafka metadata request, ``SELECT 1``)."""
+def check(
+    timeout_s: float = 5.0,
+    *,
+    bootstrap: str = KAFKA_BOOTSTRAP,
+    database_url: str = DATABASE_URL,
+    kafka_kwargs: Mapping[str, object] | None = None,
+) -> StackStatus:
+    """Probe both servers with real requests (a Kafka metadata request, ``SELECT 1``).
+
+    By default the dev stack's addresses; tests pass their settings' (which may point at
+    another broker and database, e.g. docker compose's).
+    """
 
     async def probe() -> tuple[bool, bool]:
         k, p = await asyncio.gather(
-            kafka_ready(timeout_s=timeout_s), postgres_ready(timeout_s=timeout_s)
+            kafka_ready(bootstrap, timeout_s, kafka_kwargs),
+            postgres_ready(database_url, timeout_s),
         )
         return k, p
 
-    kafka_ok = _port_open(DEV_KAFKA_PORT)
-    postgres_ok = _port_open(DEV_POSTGRES_PORT)
-    if kafka_ok or postgres_ok:
-        k, p = _run_async(probe)
-        kafka_ok, postgres_ok = kafka_ok and k, postgres_ok and p
+    kafka_ok, postgres_ok = _run_async(probe)
     pg_pid = _read_pid(postgres_home() / "data" / "postmaster.pid")
     return StackStatus(
         kafka_pid=_kafka_pid(),
