@@ -110,10 +110,8 @@ class Worker:
                 self.app,
                 name=STATE_TABLE,
                 beacon=self.app.tables.beacon,
-                key_type=str,
+                key_type=str,  # str and bytes mean the "raw" codec: our own record format
                 value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
                 partitions=settings.partitions,
             )
         )
