@@ -1,0 +1,309 @@
+"""``tipstream simulate``, ``tipstream report`` and ``tipstream demo``.
+
+Exit codes: 0 ok, 2 bad usage or bad input (a bad persona file, a bad judgments line, two
+runs that do not face the same world), 1 failure (broker, database, worker) or cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; SIGTERM cancels it like Ctrl-C (the run is then marked cancelled)."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    return asyncio.run(main())
+
+
+def _emit_json(document: Any) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    from streams.report import print_tables  # noqa: PLC0415
+
+    console = Console()
+
+    def f(v: Any) -> str:
+        return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    console.print(
+        f"run [bold]{summary['run_id']}[/]: {summary['events']} judgments, mean reward "
+        f"{f(summary['mean_reward'])} [95% CI {f(summary['ci95_low'])}, {f(summary['ci95_high'])}]"
+    )
+    if summary.get("expected_mean_reward") is not None:
+        console.print(
+            f"expected {f(summary['expected_mean_reward'])}, random "
+            f"{f(summary['random_expected_mean_reward'])}, oracle "
+            f"{f(summary['oracle_expected_mean_reward'])}, gap closed {f(summary['gap_closed'])}"
+        )
+    print_tables(
+        console,
+        "per persona",
+        ("persona", "events", "mean reward", "expected"),
+        [
+            (name, p["events"], p["mean_reward"], p["expected_mean_reward"])
+            for name, p in summary["per_persona"].items()
+        ],
+    )
+
+
+def simulate_command(  # noqa: PLR0917 - typer options
+    policy: Annotated[
+        str, typer.Option(help="random, oracle, egreedy-v1, linucb-v1, ...")
+    ] = "egreedy-v1",
+    judge: Annotated[str, typer.Option(help="rule, llm or external")] = "rule",
+    users: Annotated[int, typer.Option(help="users per persona")] = 1,
+    rounds: Annotated[int, typer.Option(help="rounds per user")] = 50,
+    seed: Annotated[int, typer.Option(help="fixes users, moments, candidates, judge draws")] = 0,
+    personas: Annotated[
+        Path | None, typer.Option(help="persona JSON file (default: the standard five)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the summary")] = False,
+    via: Annotated[
+        str | None,
+        typer.Option(help="worker or inprocess (default: the worker for the policy it serves)"),
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option(help="exploration (in-process)")] = None,
+    concurrency: Annotated[int, typer.Option(help="users played at once")] = 32,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="load mode: Kafka messages per second (show + feedback = 2)"),
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="load mode: seconds")] = None,
+    max_in_flight: Annotated[int, typer.Option(help="unacknowledged sends at most")] = 1000,
+    requests_out: Annotated[
+        Path | None, typer.Option(help="external judge phase 1: write requests (JSONL) here")
+    ] = None,
+    judgments_in: Annotated[
+        Path | None,
+        typer.Option(help="external judge phase 2: read judgments (JSONL); needs --run-id"),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="run id (phase 2: the run to complete)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Play synthetic personas onto the tip topics; record every judgment in sim_events."""
+    from streams import simulate as sim  # noqa: PLC0415
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    settings = get_settings()
+    if judge not in ("rule", "llm", "external"):
+        raise _fail(f"--judge must be rule, llm or external, not {judge!r}", 2)
+    if via is not None and via not in ("worker", "inprocess"):
+        raise _fail(f"--via must be worker or inprocess, not {via!r}", 2)
+    load = rate is not None or duration is not None
+    if judgments_in is not None:
+        if run_id is None:
+            raise _fail("--judgments-in needs --run-id (the run phase 1 printed)", 2)
+    elif judge == "external" and requests_out is None:
+        raise _fail("--judge external needs --requests-out FILE (phase 1)", 2)
+    if requests_out is not None and judge != "external":
+        raise _fail("--requests-out goes with --judge external", 2)
+    chosen_via = via or (
+        "worker" if not load and judge != "external" and policy == settings.policy else "inprocess"
+    )
+    config = sim.SimConfig(
+        policy=policy,
+        judge=judge,  # type: ignore[arg-type]
+        users=users,
+        rounds=rounds,
+        seed=seed,
+        personas_path=str(personas) if personas is not None else None,
+        via=chosen_via,  # type: ignore[arg-type]
+        epsilon=settings.epsilon if epsilon is None else epsilon,
+        concurrency=concurrency,
+        rate=rate,
+        duration=duration,
+        max_in_flight=max_in_flight,
+    )
+    try:
+        result: dict[str, Any]
+        if judgments_in is not None:
+            assert run_id is not None
+            result = run_async(
+                sim.run_external_judgments(settings, str(judgments_in), run_id, quiet=quiet)
+            )
+            pending = result["pending"]
+            for message in result["missing"]:
+                typer.echo(f"missing: {message}", err=True)
+            typer.echo(
+                f"run {run_id}: {result['accepted']} judgments published, {pending} pending"
+                + ("" if pending else ": finished"),
+                err=True,
+            )
+            if "events" in result and not as_json:
+                _print_summary(result)
+        elif requests_out is not None:
+            result = run_async(
+                sim.run_external_requests(
+                    settings, config, str(requests_out), run_id=run_id, quiet=quiet
+                )
+            )
+            typer.echo(
+                f"run {result['run_id']}: {result['requests']} requests written to {requests_out}; "
+                "it stays running until phase 2:\n"
+                f"  tipstream simulate --judgments-in FILE --run-id {result['run_id']}",
+                err=True,
+            )
+        elif load:
+            load_result = run_async(sim.run_load(settings, config, run_id=run_id, quiet=quiet))
+            result = load_result.as_json()
+            typer.echo(
+                f"run {result['run_id']}: {result['messages']} messages in "
+                f"{result['duration_s']:.1f} s = {result['achieved_rate']:.0f}/s "
+                f"(target {result['target_rate']:.0f}/s, peak in flight "
+                f"{result['peak_in_flight']}/{result['max_in_flight']}, "
+                f"behind {result['behind_messages']})",
+                err=not as_json,
+            )
+        else:
+            result = run_async(sim.run_closed_loop(settings, config, run_id=run_id, quiet=quiet))
+            if not as_json:
+                _print_summary(result)
+    except sim.SimUsageError as err:
+        raise _fail(str(err), 2) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise _fail("cancelled; the run is marked cancelled", 1) from None
+    except Exception as err:
+        raise _fail(f"{type(err).__name__}: {err}", 1) from None
+    if as_json:
+        _emit_json(result)
+
+
+def report_command(
+    run_id: Annotated[str, typer.Argument(help="the run to report on (A)")],
+    run_b: Annotated[
+        str | None, typer.Argument(help="a second run: paired comparison B − A")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="reports are written under OUT/<run_id>/")] = Path(
+        "reports"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the figures")] = False,
+) -> None:
+    """Tables with 95% intervals and the reward curve (PNG + HTML) for a run, or two compared."""
+    from streams.settings import get_settings  # noqa: PLC0415
+
+    try:
+        document = run_async(
+            render_report(get_settings().database_url, run_id, run_b, out, quiet=as_json)
+        )
+    except (LookupError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise _fail("cancelled", 1) from None
+    except Exception as err:
+        raise _fail(f"{type(err).__name__}: {err}", 1) from None
+    if as_json:
+        _emit_json(document)
+
+
+async def render_report(
+    database_url: str, run_id: str, run_b: str | None, out: Path, *, quiet: bool = False
+) -> dict[str, Any]:
+    """Write the report (and comparison) files; print the tables unless ``quiet``."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from streams import report as rp  # noqa: PLC0415
+
+    console = Console(quiet=quiet)
+    report_a = await rp.load_report(database_url, run_id)
+    report_b = await rp.load_report(database_url, run_b) if run_b is not None else None
+    if report_b is not None:
+        # Refuse before writing anything.
+        rp.check_comparable(report_a.run["config"], report_b.run["config"])
+    page, picture = rp.write_run_report(report_a, out)
+    _print_run(console, rp, report_a)
+    document: dict[str, Any] = {
+        "run_id": run_id,
+        "summary": report_a.summary,
+        "html": str(page),
+        "png": str(picture),
+    }
+    console.print(f"report: {page}\npicture: {picture}")
+    if report_b is not None:
+        page_b, _ = rp.write_run_report(report_b, out)
+        _print_run(console, rp, report_b)
+        result = rp.compare(report_a.stats, report_b.stats)
+        cmp_page, cmp_picture = rp.write_comparison(report_a, report_b, result, out)
+        rp.print_tables(
+            console,
+            f"B − A: A = {run_id}, B = {run_b} (paired by user and round)",
+            rp.COMPARISON_HEADERS,
+            rp.comparison_rows(result),
+        )
+        console.print(f"comparison: {cmp_page}\npicture: {cmp_picture}\nreport B: {page_b}")
+        document["run_b"] = run_b
+        document["summary_b"] = report_b.summary
+        document["comparison"] = rp.interval_json(
+            {
+                "pairs": result["pairs"],
+                "reward": result["reward"],
+                "expected": result["expected"],
+                "per_persona": result["per_persona"],
+            }
+        )
+        document["comparison_html"] = str(cmp_page)
+        document["comparison_png"] = str(cmp_picture)
+    return document
+
+
+def _print_run(console: Any, rp: Any, report: Any) -> None:
+    config = report.run.get("config") or {}
+    console.print(
+        f"\n[bold]{report.run['run_id']}[/] ({report.run.get('status')}): policy "
+        f"{config.get('policy')}, judge {config.get('judge')}, seed {config.get('seed')}, "
+        f"{report.summary['events']} judgments"
+    )
+    rp.print_tables(console, "per persona", rp.PERSONA_HEADERS, rp.persona_rows(report.personas))
+    rp.print_tables(console, "per action", rp.ACTION_HEADERS, rp.action_rows(report.actions))
+
+
+def demo_command(
+    users: Annotated[int, typer.Option(help="users per persona")] = 2,
+    rounds: Annotated[int, typer.Option(help="rounds per user")] = 200,
+    seed: Annotated[int, typer.Option(help="the world both runs face")] = 7,
+) -> None:
+    """Start the stack and the worker, play the five personas against egreedy-v1 through the
+    worker and against random in-process (same seed), and report the comparison."""
+    from streams.demo import run_demo  # noqa: PLC0415
+
+    try:
+        code = run_demo(users=users, rounds=rounds, seed=seed)
+    except KeyboardInterrupt:
+        raise _fail("cancelled", 1) from None
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_command)
+    app.command("report")(report_command)
+    app.command("demo")(demo_command)
