@@ -46,13 +46,17 @@ import typer
 from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT
 
 KAFKA_VERSION = "4.1.1"  # a 4.x release on Maven Central; Kafka 4 servers need Java 17+
-KAFKA_CONTROLLER_PORT = DEV_KAFKA_PORT + 1
+# The dev ports are the settings' defaults; TIPSTREAM_DEV_KAFKA_PORT / _POSTGRES_PORT move
+# them (a second checkout's stack beside the first; then `eval "$(tipstream dev env)"`).
+KAFKA_PORT = int(os.environ.get("TIPSTREAM_DEV_KAFKA_PORT", DEV_KAFKA_PORT))
+POSTGRES_PORT = int(os.environ.get("TIPSTREAM_DEV_POSTGRES_PORT", DEV_POSTGRES_PORT))
+KAFKA_CONTROLLER_PORT = KAFKA_PORT + 1
 KAFKA_HEAP = os.environ.get("TIPSTREAM_DEV_KAFKA_HEAP", "512m")
 HOST = "127.0.0.1"
 DB_USER = DB_PASSWORD = DB_NAME = "tipstream"  # noqa: S105 - the dev stack's, on loopback
 
-KAFKA_BOOTSTRAP = f"{HOST}:{DEV_KAFKA_PORT}"
-DATABASE_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@{HOST}:{DEV_POSTGRES_PORT}/{DB_NAME}"
+KAFKA_BOOTSTRAP = f"{HOST}:{KAFKA_PORT}"
+DATABASE_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@{HOST}:{POSTGRES_PORT}/{DB_NAME}"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DIR = REPO_ROOT / "dev"
@@ -364,7 +368,7 @@ def fetch_kafka(*, quiet: bool = False) -> Path:
 def _render_server_properties() -> Path:
     template = (DEV_DIR / "kafka" / "server.properties.in").read_text()
     values = {
-        "kafka_port": str(DEV_KAFKA_PORT),
+        "kafka_port": str(KAFKA_PORT),
         "controller_port": str(KAFKA_CONTROLLER_PORT),
         "log_dir": str(_kafka_data_dir()),
     }
@@ -428,17 +432,17 @@ def _format_kafka_storage(java: str, libs: Path, props: Path, *, quiet: bool) ->
 def kafka_up(*, quiet: bool = False) -> str:
     """Start the broker unless it already answers; return what was done."""
     pid = _kafka_pid()
-    if pid and _run_async(lambda: kafka_ready(timeout_s=5.0)):
+    if pid and _run_async(lambda: _kafka_answers_as_ours(5.0)):
         return f"kafka: already running at {KAFKA_BOOTSTRAP} (pid {pid})"
-    if pid is None and _port_open(DEV_KAFKA_PORT):
+    if pid is None and _port_open(KAFKA_PORT):
         if _run_async(lambda: kafka_ready(timeout_s=5.0)):
             return (
                 f"kafka: using a broker that is already listening at {KAFKA_BOOTSTRAP} "
                 "(not started by tipstream dev, so `dev down` will not stop it)"
             )
         raise DevStackError(
-            f"port {DEV_KAFKA_PORT} is taken by something that is not Kafka: "
-            f"{_port_owner(DEV_KAFKA_PORT)}; stop it and run `tipstream dev up` again"
+            f"port {KAFKA_PORT} is taken by something that is not Kafka: "
+            f"{_port_owner(KAFKA_PORT)}; stop it and run `tipstream dev up` again"
         )
     if pid is None and _port_open(KAFKA_CONTROLLER_PORT):
         raise DevStackError(
@@ -459,6 +463,8 @@ def kafka_up(*, quiet: bool = False) -> str:
     KAFKA_DIR.mkdir(parents=True, exist_ok=True)
     props = _render_server_properties()
     _format_kafka_storage(java, libs, props, quiet=quiet)
+    if _port_open(KAFKA_PORT):  # taken while we fetched: by whom decides what to do
+        return kafka_up(quiet=quiet)
 
     started = time.monotonic()
     cmd = [
@@ -497,11 +503,29 @@ def kafka_up(*, quiet: bool = False) -> str:
     )
 
 
+def _our_cluster_id() -> str | None:
+    try:
+        return (KAFKA_DIR / "cluster.id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+async def _kafka_answers_as_ours(timeout_s: float) -> bool:
+    """The broker on our port answers, and it is ours (our cluster id, not another's)."""
+    with _quiet_loggers("aiokafka"):
+        try:
+            cluster = await kafka_metadata(timeout_s=timeout_s)
+        except Exception:
+            return False
+    ours = _our_cluster_id()
+    return bool(cluster.get("brokers")) and (ours is None or cluster.get("cluster_id") == ours)
+
+
 def _wait_kafka(pid: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
             return False
-        if _port_open(DEV_KAFKA_PORT) and _run_async(lambda: kafka_ready(timeout_s=3.0)):
+        if _port_open(KAFKA_PORT) and _run_async(lambda: _kafka_answers_as_ours(3.0)):
             return True
         time.sleep(0.5)
     return False
@@ -628,7 +652,7 @@ def postgres_home() -> Path:
 
 def _socket_dir(home: Path) -> Path:
     run = home / "run"
-    if len(str(run / f".s.PGSQL.{DEV_POSTGRES_PORT}.lock")) < 100:
+    if len(str(run / f".s.PGSQL.{POSTGRES_PORT}.lock")) < 100:
         return run
     # Unix socket paths are limited to ~107 bytes: fall back to a short private directory.
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
@@ -658,7 +682,7 @@ def _pg_conf(socket_dir: Path) -> str:
         [
             "# Written by streams/devstack.py on every `tipstream dev up`.",
             f"listen_addresses = '{HOST}'",
-            f"port = {DEV_POSTGRES_PORT}",
+            f"port = {POSTGRES_PORT}",
             f"unix_socket_directories = '{socket_dir}'",
             "max_connections = 200",
             "shared_buffers = 128MB",
@@ -697,21 +721,21 @@ def postgres_up(*, quiet: bool = False) -> str:
         if pid and _pid_alive(pid) and _run_async(postgres_ready):
             applied = _run_async(apply_migrations)
             note = f"; applied migrations {applied}" if applied else ""
-            return f"postgres: already running at {HOST}:{DEV_POSTGRES_PORT} (pid {pid}){note}"
+            return f"postgres: already running at {HOST}:{POSTGRES_PORT} (pid {pid}){note}"
 
     bindir = _pg_bindir(install=True, quiet=quiet)
     user = _pg_user()
     running = _postgres_running(data, bindir) if (data / "PG_VERSION").exists() else None
-    if running is None and _port_open(DEV_POSTGRES_PORT):
+    if running is None and _port_open(POSTGRES_PORT):
         if _run_async(postgres_ready):
             applied = _run_async(apply_migrations)
             return (
-                f"postgres: using the server already listening at {HOST}:{DEV_POSTGRES_PORT} "
+                f"postgres: using the server already listening at {HOST}:{POSTGRES_PORT} "
                 f"(not started by tipstream dev); applied migrations {applied or 'none'}"
             )
         raise DevStackError(
-            f"port {DEV_POSTGRES_PORT} is taken by another program: "
-            f"{_port_owner(DEV_POSTGRES_PORT)}; stop it and run `tipstream dev up` again"
+            f"port {POSTGRES_PORT} is taken by another program: "
+            f"{_port_owner(POSTGRES_PORT)}; stop it and run `tipstream dev up` again"
         )
 
     actions: list[str] = []
@@ -793,7 +817,7 @@ def postgres_up(*, quiet: bool = False) -> str:
         actions.append(f"applied migrations {applied}")
     pid = _read_pid(data / "postmaster.pid")
     return (
-        f"postgres: {', '.join(actions) or 'checked'} at {HOST}:{DEV_POSTGRES_PORT} "
+        f"postgres: {', '.join(actions) or 'checked'} at {HOST}:{POSTGRES_PORT} "
         f"(pid {pid}) in {time.monotonic() - started:.1f}s; log {log_file}"
     )
 
@@ -803,7 +827,7 @@ async def _bootstrap_database(socket_dir: Path) -> None:
     import asyncpg  # noqa: PLC0415
 
     conn = await asyncpg.connect(
-        host=str(socket_dir), port=DEV_POSTGRES_PORT, user="postgres", database="postgres"
+        host=str(socket_dir), port=POSTGRES_PORT, user="postgres", database="postgres"
     )
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", DB_USER):
@@ -970,7 +994,7 @@ def status() -> None:
         f"{f' (pid {st.kafka_pid})' if st.kafka_pid else ''}"
     )
     print(
-        f"postgres {'up' if st.postgres_ok else 'down':4} {HOST}:{DEV_POSTGRES_PORT}"
+        f"postgres {'up' if st.postgres_ok else 'down':4} {HOST}:{POSTGRES_PORT}"
         f"{f' (pid {st.postgres_pid})' if st.postgres_pid else ''}"
     )
     if not st.up:
