@@ -1,0 +1,89 @@
+"""A worker stopped mid-stream (gracefully, or by kill -9) loses nothing and applies nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from streams.settings import Settings
+from tests.worker.events import Producer, feedback, shown, wait_for_rows
+from tests.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+USERS = 12
+TIPS_PER_USER = 15
+ACTIONS = [("done", 30_000, 1000), ("done", 5_000, -300), ("snooze", 4_000, 100),
+           ("dismiss", 1_000, -1000), ("done", 200_000, 600)]  # fmt: skip
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill-9"])
+async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
+    topics: Settings, database: str, pg: asyncpg.Connection, kill: bool
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    users = [f"restart-{run}-{i}" for i in range(USERS)]
+    expected: dict[str, tuple[int, int]] = {}  # user -> (pulls, reward milli sum)
+    events: list[tuple[dict[str, object], dict[str, object]]] = []
+    for u in users:
+        total = 0
+        for t in range(TIPS_PER_USER):
+            action, dwell, milli = ACTIONS[(t + len(u)) % len(ACTIONS)]
+            events.append((shown(u, f"tip-{t}"), feedback(u, f"tip-{t}", action, dwell)))
+            total += milli
+        expected[u] = (TIPS_PER_USER, total)
+    feedback_ids = [fb["eventId"] for _, fb in events]
+
+    first = WorkerProcess(topics)
+    first.start()
+    await first.wait_ready()
+    async with Producer(topics) as kafka:
+
+        async def produce_all() -> None:
+            for show, fb in events:
+                await kafka.shows(show)
+                await kafka.feedbacks(fb)
+                await asyncio.sleep(0.005)  # a steady stream, so the stop lands mid-way
+
+        producing = asyncio.create_task(produce_all())
+        # Stop once the worker is visibly part-way through.
+        while await pg.fetchval(
+            "SELECT count(*) FROM tip_feedback WHERE event_id = ANY($1)", feedback_ids
+        ) < len(events) // 4:
+            await asyncio.sleep(0.05)
+        code = first.stop(kill=kill)
+        assert code == (-9 if kill else 0), first.log()
+        done_before = await pg.fetchval(
+            "SELECT count(*) FROM tip_feedback WHERE event_id = ANY($1)", feedback_ids
+        )
+        assert done_before < len(events), "the stop should land mid-stream"
+        await producing
+
+        second = WorkerProcess(topics)  # same app id: same group, same changelog
+        second.start()
+        try:
+            await second.wait_ready()
+            # Re-deliver a slice of feedback the first worker had already applied.
+            for _, fb in events[:40]:
+                await kafka.feedbacks(fb)
+            rows = await wait_for_rows(pg, feedback_ids, timeout_s=90)
+            assert {row["status"] for row in rows.values()} == {"applied"}
+            count = await pg.fetchval(
+                "SELECT count(*) FROM tip_feedback WHERE user_id = ANY($1)", users
+            )
+            assert count == len(events)
+            for u, (pulls, milli) in expected.items():
+                status, stats = await second.get(f"/stats/egreedy/{u}")
+                assert status == 200, second.log()
+                assert (stats["pulls"], round(stats["cumulative_reward"] * 1000)) == (
+                    pulls, milli
+                ), u  # fmt: skip
+                db_sum = await pg.fetchval(
+                    "SELECT sum(reward_milli) FROM tip_feedback WHERE user_id = $1", u
+                )
+                assert db_sum == milli
+        finally:
+            second.stop()
