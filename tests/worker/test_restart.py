@@ -10,7 +10,7 @@ import pytest
 
 from streams.settings import Settings
 from tests.worker.events import Producer, feedback, shown, wait_for_rows
-from tests.worker_process import WorkerProcess
+from streams.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.partitioning import partition_for
 from streams.settings import Settings
 from tests.worker.events import T0, Producer, feedback, shown, wait_for_rows
-from tests.worker_process import WorkerProcess
+from streams.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

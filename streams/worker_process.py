@@ -1,4 +1,4 @@
-"""The real worker as a subprocess, for integration tests: start, wait ready, stop or kill."""
+"""The real worker as a subprocess (tests, benchmarks, the demo): start, wait ready, stop or kill."""
 
 from __future__ import annotations
 
