@@ -961,9 +961,14 @@ def up() -> None:
         ensure_up(quiet=False)
     except DevStackError as err:
         raise _fail(err) from None
+    moved = (KAFKA_PORT, POSTGRES_PORT) != (DEV_KAFKA_PORT, DEV_POSTGRES_PORT)
     print(
         f'dev: up in {time.monotonic() - started:.1f}s; `eval "$(tipstream dev env)"` '
-        "exports the settings (they are also the defaults)",
+        + (
+            "exports the settings (needed: TIPSTREAM_DEV_*_PORT moved the stack)"
+            if moved
+            else "exports the settings (they are also the defaults)"
+        ),
         flush=True,
     )
 
