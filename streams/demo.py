@@ -10,89 +10,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import aiohttp
-
 from streams.settings import Settings, get_settings
-
-
-def _free_port(preferred: int, host: str) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, preferred))
-            return preferred
-        except OSError:
-            sock.bind((host, 0))
-            return int(sock.getsockname()[1])
-
-
-class DemoWorker:
-    """``tipstream worker`` in a child process with ``settings``; logs to a file."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.settings.web_host}:{self.settings.web_port}"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
-        for name, value in self.settings.model_dump().items():
-            if value is None:
-                continue
-            secret = getattr(value, "get_secret_value", None)
-            env[f"TIPSTREAM_{name.upper()}"] = str(secret() if secret else value)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warn"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
-            while True:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"worker exited with {self.process.returncode}; see {self.log_path}"
-                    )
-                try:
-                    async with http.get(self.url + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"worker not ready after {timeout_s:.0f} s; see {self.log_path}"
-                    )
-                await asyncio.sleep(0.25)
-
-    def stop(self, timeout_s: float = 60.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+from streams.worker_process import WorkerProcess
 
 
 async def _demo(settings: Settings, *, users: int, rounds: int, seed: int, out: Path) -> None:
@@ -132,20 +54,11 @@ def run_demo(
     except devstack.DevStackError as err:
         print(f"error: the dev stack did not start: {err}", file=sys.stderr)
         return 1
-    settings = base.model_copy(
-        update={
-            "web_port": _free_port(base.web_port, base.web_host),
-            "data_dir": tempfile.mkdtemp(prefix="tipstream-demo-worker-"),
-            "policy": "egreedy-v1",
-        }
-    )
-    worker = DemoWorker(settings, Path(settings.data_dir) / "worker.log")
+    worker = WorkerProcess(base, policy="egreedy-v1")
     print(f"demo: starting the worker on {worker.url} (log {worker.log_path})")
     worker.start()
     try:
-        asyncio.run(
-            _wait_then_demo(worker, settings, users=users, rounds=rounds, seed=seed, out=out)
-        )
+        asyncio.run(_wait_then_demo(worker, users=users, rounds=rounds, seed=seed, out=out))
     except Exception as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -156,8 +69,8 @@ def run_demo(
 
 
 async def _wait_then_demo(
-    worker: DemoWorker, settings: Settings, *, users: int, rounds: int, seed: int, out: Path
+    worker: WorkerProcess, *, users: int, rounds: int, seed: int, out: Path
 ) -> None:
-    await worker.wait_ready()
+    await worker.wait_ready(timeout_s=120.0)
     print("demo: worker ready")
-    await _demo(settings, users=users, rounds=rounds, seed=seed, out=out)
+    await _demo(worker.settings, users=users, rounds=rounds, seed=seed, out=out)

@@ -210,17 +210,27 @@ class InProcessChooser:
         return self.policy(persona).new_user()
 
     def choose(
-        self, user: SimUser, moment: Moment, tasks: Sequence[Task], rng: np.random.Generator
+        self,
+        user: SimUser,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+        *,
+        with_probabilities: bool = True,
     ) -> Picked:
         policy = self.policy(user.persona)
-        probabilities = policy.probabilities(user.state, self.shared, moment, tasks)
+        probabilities = (
+            [float(p) for p in policy.probabilities(user.state, self.shared, moment, tasks)]
+            if with_probabilities
+            else None
+        )
         choice: Choice = policy.choose(user.state, self.shared, moment, tasks, rng)
         return Picked(
             index=choice.index,
             propensity=float(choice.propensity),
             explored=bool(choice.explored),
             score=float(choice.score),
-            probabilities=[float(p) for p in probabilities],
+            probabilities=probabilities,
         )
 
     def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
@@ -1234,9 +1244,50 @@ class LoadResult:
     peak_in_flight: int
     max_in_flight: int
     behind_messages: int  # due by the deadline but not sent (the broker was slower)
+    mean_reward: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class LoadStream:
+    """One user's draws in load mode: a single seeded stream, drawn in blocks of rounds.
+
+    The closed loop asks the World for a fresh generator per (user, round, purpose), which
+    costs more than everything else in a judgment; load mode measures throughput, not
+    policies, so it draws moments and candidates (with the World's distributions and
+    settings) for ``BLOCK`` rounds at once, and the policy's and the judge's numbers from the
+    same generator, in order.
+    """
+
+    BLOCK = 256
+    __slots__ = ("_block", "_next", "rng", "user")
+
+    def __init__(self, world: World, user: SimUser) -> None:
+        self.user = user
+        self.rng = world.policy_rng(user.persona, user.index, 0)
+        self._block: list[tuple[int, int, list[int], list[bool], list[float]]] = []
+        self._next = 0
+
+    def _refill(self, world: World) -> None:
+        rng, config, size = self.rng, world.config, self.BLOCK
+        n = config.candidates
+        hours = rng.integers(0, 24, size=size).tolist()
+        days = rng.integers(0, 7, size=size).tolist()
+        priorities = rng.integers(1, 5, size=(size, n)).tolist()
+        overdue = (rng.random(size=(size, n)) < config.overdue_probability).tolist()
+        ages = (rng.random(size=(size, n)) * config.max_task_age_days).tolist()
+        self._block = list(zip(hours, days, priorities, overdue, ages, strict=True))
+        self._next = 0
+
+    def draw(self, world: World, round_: int) -> tuple[Moment, list[Task]]:
+        if self._next >= len(self._block):
+            self._refill(world)
+        hour, day, priorities, overdue, ages = self._block[self._next]
+        self._next += 1
+        prefix = f"{self.user.persona.name}-{self.user.index}-r{round_}-c"
+        tasks = [Task(f"{prefix}{i}", priorities[i], overdue[i], ages[i]) for i in range(len(ages))]
+        return Moment(hour_of_day=hour, day_of_week=day), tasks
 
 
 def _load_events(  # noqa: PLR0917
@@ -1246,22 +1297,22 @@ def _load_events(  # noqa: PLR0917
     chooser: InProcessChooser,
     judge: Any,
     settings: Settings,
-) -> Iterator[tuple[str, bytes, bytes]]:
-    """Endless (topic, key, value): round-robin over users, show then feedback."""
+    tally: list[float] | None = None,
+) -> Iterator[list[tuple[str, bytes, bytes]]]:
+    """Endless judgments, round-robin over users: [show, feedback] as (topic, key, value)."""
+    streams = [LoadStream(world, user) for user in users]
     round_ = 0
     while True:
-        for user in users:
-            persona = user.persona
-            moment = world.moment(persona, user.index, round_)
-            tasks = world.candidates(persona, user.index, round_)
-            picked = chooser.choose(
-                user, moment, tasks, world.policy_rng(persona, user.index, round_)
-            )
+        for stream in streams:
+            user = stream.user
+            moment, tasks = stream.draw(world, round_)
+            picked = chooser.choose(user, moment, tasks, stream.rng, with_probabilities=False)
             task = tasks[picked.index]
-            judgment = judge.judge_sync(
-                persona, moment, task, world.judge_rng(persona, user.index, round_, task.tip_id)
-            )
+            judgment = judge.judge_sync(user.persona, moment, task, stream.rng)
             chooser.learn(user, moment, task, judgment.reward)
+            if tally is not None:  # [judgments, reward sum]: constant memory
+                tally[0] += 1
+                tally[1] += judgment.reward
             served_at = now_ms()
             key = user.user_id.encode()
             shown = build_shown(
@@ -1274,7 +1325,6 @@ def _load_events(  # noqa: PLR0917
                 picked=picked,
                 served_at_ms=served_at,
             )
-            yield settings.topic_shown, key, encode(shown)
             feedback = build_feedback(
                 run_id=run_id,
                 user_id=user.user_id,
@@ -1284,13 +1334,16 @@ def _load_events(  # noqa: PLR0917
                 dwell_ms=judgment.dwell_ms,
                 served_at_ms=served_at,
             )
-            yield settings.topic_feedback, key, encode(feedback)
+            yield [
+                (settings.topic_shown, key, encode(shown)),
+                (settings.topic_feedback, key, encode(feedback)),
+            ]
         round_ += 1
 
 
 async def produce_at_rate(
     publisher: Publisher,
-    events: Iterator[tuple[str, bytes, bytes]],
+    events: Iterator[Sequence[tuple[str, bytes, bytes]]],
     *,
     rate: float,
     duration: float,
@@ -1299,33 +1352,35 @@ async def produce_at_rate(
 ) -> tuple[int, float, int]:
     """Open loop: message i is due at start + i / rate; returns (sent, elapsed_s, behind).
 
-    When the broker is slower than the rate, ``publisher.send`` waits for a free in-flight slot,
-    so memory stays bounded and the shortfall shows as ``behind`` instead of a growing queue.
+    ``events`` yields groups (a show and its feedback) that are sent whole. When the broker is
+    slower than the rate, ``publisher.send`` waits for a free in-flight slot, so memory stays
+    bounded and the shortfall shows as ``behind`` instead of as a growing queue.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
     deadline = start + duration
+    total_due = int(duration * rate)
     sent = 0
-    while True:
+    while sent < total_due:
         now = loop.time()
         if now >= deadline:
             break
-        due = min(int((now - start) * rate) + 1, int(duration * rate))
+        due = min(int((now - start) * rate) + 1, total_due)
         if sent >= due:
-            await asyncio.sleep(min((sent + 1) / rate - (now - start), deadline - now, 0.05))
+            await asyncio.sleep(max(0.0, min((sent + 1) / rate - (now - start), 0.05)))
             continue
         burst = 0
         while sent < due and burst < 512:
-            topic, key, value = next(events)
-            if capture is not None:
-                capture.append((topic, key, value))
-            await publisher.send(topic, key, value)
-            sent += 1
-            burst += 1
+            for topic, key, value in next(events):
+                if capture is not None:
+                    capture.append((topic, key, value))
+                await publisher.send(topic, key, value)
+                sent += 1
+                burst += 1
         if on_sent is not None:
             on_sent(burst)
         await asyncio.sleep(0)  # let acknowledgements in between bursts
-    behind = max(0, int(duration * rate) - sent)
+    behind = max(0, total_due - sent)
     await publisher.drain()
     elapsed = loop.time() - start
     return sent, elapsed, behind
@@ -1370,7 +1425,8 @@ async def run_load(
             user.state = chooser.new_user_state(user.persona)
         if publisher_probe is not None:
             publisher_probe(ctx.publisher)
-        events = _load_events(run_id, ctx.world, users, chooser, RuleJudge(), settings)
+        tally = [0.0, 0.0]
+        events = _load_events(run_id, ctx.world, users, chooser, RuleJudge(), settings, tally)
 
         async def body() -> dict[str, Any]:
             sent, elapsed, behind = await produce_at_rate(
@@ -1390,6 +1446,7 @@ async def run_load(
                 peak_in_flight=ctx.publisher.peak_in_flight,
                 max_in_flight=ctx.publisher.max_in_flight,
                 behind_messages=behind,
+                mean_reward=tally[1] / tally[0] if tally[0] else None,
             )
             return result.as_json()
 

@@ -78,7 +78,9 @@ async def assert_summary_matches_db(pg: asyncpg.Connection, summary: dict[str, A
     for name, figures in summary["per_persona"].items():
         mine = [r for r in rows if r["persona"] == name]
         assert figures["events"] == len(mine)
-        assert figures["mean_reward"] == pytest.approx(mean([r["reward_milli"] / 1000 for r in mine]))
+        assert figures["mean_reward"] == pytest.approx(
+            mean([r["reward_milli"] / 1000 for r in mine])
+        )
         assert figures["expected_mean_reward"] == pytest.approx(
             mean([r["expected_reward"] for r in mine])
         )
@@ -99,7 +101,9 @@ async def consume_run(settings: Settings, run_id: str, count: int) -> dict[str, 
     try:
         deadline = asyncio.get_running_loop().time() + 30
         while any(len(v) < count for v in found.values()):
-            assert asyncio.get_running_loop().time() < deadline, {k: len(v) for k, v in found.items()}
+            assert asyncio.get_running_loop().time() < deadline, {
+                k: len(v) for k, v in found.items()
+            }
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:

@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m bench``): they run against the local stack (``tipstream dev up``)."""
