@@ -26,7 +26,7 @@ rejected line does not claim its request, so a corrected line may follow it). Re
 left without an accepted judgment are reported with ``line=None``.
 
 >>> import io
->>> req = JudgmentRequest("run1", "sim-p-0", 0, "p", "t1", Moment(8, 1), Task("t1", 4, True, 3.0))
+>>> req = JudgmentRequest("run1", "sim-p-0", 0, "p", Moment(8, 1), Task("t1", 4, True, 3.0))
 >>> out = io.StringIO(); write_requests([req], out)
 1
 >>> ok, errors = read_judgments(
@@ -65,10 +65,13 @@ class JudgmentRequest:
     run_id: str
     user_id: str
     round: int
-    persona: str
-    tip_id: str
+    persona: str  # the persona's name
     moment: Moment
-    task: Task
+    task: Task  # the chosen tip: its ``tip_id`` is the request's
+
+    @property
+    def tip_id(self) -> str:
+        return self.task.tip_id
 
     @property
     def key(self) -> RequestKey:
@@ -190,7 +193,6 @@ def _parse_request(raw: str) -> JudgmentRequest:
         user_id=user_id,
         round=round_,
         persona=_string(obj, "persona"),
-        tip_id=tip_id,
         moment=Moment(
             _integer(moment, "hour_of_day", 0, 23), _integer(moment, "day_of_week", 0, 6)
         ),

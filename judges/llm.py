@@ -20,9 +20,10 @@ expectation is unknown.
 Anything that goes wrong falls back to ``fallback`` (a :class:`RuleJudge`) with the rng
 untouched, so the fallback judgment is exactly the rule judgment for those draws; it keeps
 the rule judge's ``expected_reward`` and has ``fallback_reason`` set. Reasons, counted in
-``fallbacks``: ``no_api_key`` (the client has no credentials: no request is sent),
-``timeout``, ``rate_limited`` (429 after the SDK's retries), ``api_error`` (any other
-status, 5xx after retries, or another SDK error), ``connection_error``, ``bad_answer``,
+``fallbacks``: ``no_api_key`` (the client has no credentials, or none could be built from
+the environment: no request is sent), ``timeout``, ``rate_limited`` (429 after the SDK's
+retries), ``api_error`` (any other status, 5xx after retries, a body that is not a
+message, or another SDK error), ``connection_error``, ``bad_answer``,
 and ``unexpected_error`` (any other exception: logged, never raised).
 
 Timeouts and retries are the SDK's own (``timeout_s`` per attempt, ``max_retries``
@@ -40,7 +41,7 @@ from typing import ClassVar
 
 import anthropic
 import numpy as np
-from anthropic.types import MessageParam, TextBlock, TextBlockParam, Usage
+from anthropic.types import Message, MessageParam, TextBlock, TextBlockParam, Usage
 
 from bandit.base import Moment, Task
 from judges.base import ACTIONS, Judge, Judgment
@@ -148,9 +149,18 @@ class LLMJudge(Judge):
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self._owns_client = client is None
-        base = client if client is not None else anthropic.AsyncAnthropic()
-        self._has_credentials = _has_credentials(base)
-        self._client = base.with_options(timeout=timeout_s, max_retries=max_retries)
+        base = client
+        if base is None:
+            try:  # credentials and ANTHROPIC_BASE_URL from the environment
+                base = anthropic.AsyncAnthropic()
+            except anthropic.AnthropicError as err:  # e.g. a broken credentials profile
+                log.warning("LLM judge: no usable Anthropic client (%s); rule judge only", err)
+        self._has_credentials = base is not None and _has_credentials(base)
+        self._client = (
+            base.with_options(timeout=timeout_s, max_retries=max_retries)
+            if base is not None
+            else None
+        )
         self.model = model
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -177,7 +187,7 @@ class LLMJudge(Judge):
 
     async def aclose(self) -> None:
         """Close the HTTP client if this judge created it."""
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             await self._client.close()
 
     def _count_usage(self, usage: Usage | None) -> None:
@@ -200,17 +210,23 @@ class LLMJudge(Judge):
         judgment = await self.fallback.judge(persona, moment, task, rng)
         return dataclasses.replace(judgment, fallback_reason=reason)
 
-    async def _ask(self, persona: Persona, moment: Moment, task: Task) -> tuple[str | None, str]:
+    async def _ask(
+        self, client: anthropic.AsyncAnthropic, persona: Persona, moment: Moment, task: Task
+    ) -> tuple[str | None, str]:
         """(action, "") on an answer; (None, reason) on a failure."""
         try:
             async with self._semaphore:
                 self.calls += 1
-                response = await self._client.messages.create(
+                response = await client.messages.create(
                     model=self.model,
                     max_tokens=MAX_TOKENS,
                     system=system_blocks(persona),
                     messages=[self._message(moment, task)],
                 )
+            if not isinstance(response, Message):  # e.g. an HTML page from a proxy
+                return None, "api_error"
+            self._count_usage(response.usage)
+            text = "".join(b.text for b in response.content if isinstance(b, TextBlock))
         except anthropic.APITimeoutError:  # before APIConnectionError, its base class
             return None, "timeout"
         except anthropic.APIConnectionError:
@@ -224,10 +240,6 @@ class LLMJudge(Judge):
         except Exception:
             log.warning("LLM judge: unexpected error, using the rule judge", exc_info=True)
             return None, "unexpected_error"
-        self._count_usage(getattr(response, "usage", None))
-        text = "".join(
-            block.text for block in response.content if isinstance(block, TextBlock)
-        )
         action = parse_answer(text)
         return (action, "") if action is not None else (None, "bad_answer")
 
@@ -238,9 +250,9 @@ class LLMJudge(Judge):
     async def judge(
         self, persona: Persona, moment: Moment, task: Task, rng: np.random.Generator
     ) -> Judgment:
-        if not self._has_credentials:
+        if self._client is None or not self._has_credentials:
             return await self._fall_back("no_api_key", persona, moment, task, rng)
-        action, reason = await self._ask(persona, moment, task)
+        action, reason = await self._ask(self._client, persona, moment, task)
         if action is None:
             return await self._fall_back(reason, persona, moment, task, rng)
         dwell_ms = draw_dwell(action, engagement(persona, moment, task), rng)

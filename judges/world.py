@@ -105,9 +105,7 @@ class World:
         self, persona: Persona, user_index: int, round_: int, tip_id: str
     ) -> np.random.Generator:
         """The judge's stream for the chosen tip of this (user, round)."""
-        return self._rng(
-            _JUDGE, stable_hash(persona.name), user_index, round_, stable_hash(tip_id)
-        )
+        return self._rng(_JUDGE, stable_hash(persona.name), user_index, round_, stable_hash(tip_id))
 
     def policy_rng(self, persona: Persona, user_index: int, round_: int) -> np.random.Generator:
         """The policy's stream for this (user, round), the same for every policy."""
