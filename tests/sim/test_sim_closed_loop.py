@@ -154,3 +154,37 @@ async def test_cli_json_line_matches_tables(topics: Settings, pg: asyncpg.Connec
     assert (config["policy"], config["via"], config["seed"], config["rounds"]) == (
         "random", "inprocess", 5, 3
     )  # fmt: skip
+
+
+async def test_sigint_marks_the_run_cancelled(topics: Settings, pg: asyncpg.Connection) -> None:
+    import asyncio  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.sim.simhelpers import cli_env  # noqa: PLC0415
+
+    run_id = f"sim-test-cancel-{secrets.token_hex(3)}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams.cli", "simulate", "--policy", "random",
+        "--users", "20", "--rounds", "100000", "--run-id", run_id, "--quiet",
+        env=cli_env(topics), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # until it has recorded some judgments
+            if (await pg.fetchval("SELECT count(*) FROM sim_events WHERE run_id = $1", run_id)) > 0:
+                break
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 1, err
+    assert b"cancelled" in err
+    run = await pg.fetchrow(
+        "SELECT status, events, finished_at FROM sim_runs WHERE run_id = $1", run_id
+    )
+    assert run["status"] == "cancelled"
+    assert run["events"] > 0
+    assert run["finished_at"] is not None
