@@ -612,9 +612,21 @@ def write_run_report(report: RunReport, out_root: Path) -> tuple[Path, Path]:
     return page, picture
 
 
-def comparison_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+def comparison_rows(
+    result: Mapping[str, Any], name_a: str = "A", name_b: str = "B"
+) -> list[list[Any]]:
+    """Rows of the paired comparison; verdicts name the policies when given."""
+
+    def verdict(interval: Interval) -> str:
+        text = interval.verdict
+        if text == "A better":
+            return f"A ({name_a}) better" if name_a != "A" else text
+        if text == "B better":
+            return f"B ({name_b}) better" if name_b != "B" else text
+        return text
+
     rows: list[list[Any]] = [
-        ["reward (all)", result["pairs"], result["reward"], result["reward"].verdict]
+        ["reward (all)", result["pairs"], result["reward"], verdict(result["reward"])]
     ]
     if result["expected"] is not None:
         rows.append(
@@ -622,11 +634,11 @@ def comparison_rows(result: Mapping[str, Any]) -> list[list[Any]]:
                 "expected reward (all)",
                 result["pairs"],
                 result["expected"],
-                result["expected"].verdict,
+                verdict(result["expected"]),
             ]
         )
     for name, interval in result["per_persona"].items():
-        rows.append([f"reward: {name}", interval.n, interval, interval.verdict])
+        rows.append([f"reward: {name}", interval.n, interval, verdict(interval)])
     return rows
 
 
@@ -651,7 +663,9 @@ def write_comparison(
         [
             (
                 "Paired difference B − A (pairs by user and round)",
-                _html_table(COMPARISON_HEADERS, comparison_rows(result)),
+                _html_table(
+                    COMPARISON_HEADERS, comparison_rows(result, str(policy_a), str(policy_b))
+                ),
             ),
             (f"A: {a}", _html_table(PERSONA_HEADERS, persona_rows(report_a.personas))),
             (f"B: {b}", _html_table(PERSONA_HEADERS, persona_rows(report_b.personas))),

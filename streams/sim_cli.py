@@ -49,7 +49,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
     from streams.report import print_tables  # noqa: PLC0415
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)
 
     def f(v: Any) -> str:
         return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -234,7 +234,7 @@ async def render_report(
 
     from streams import report as rp  # noqa: PLC0415
 
-    console = Console(quiet=quiet)
+    console = Console(quiet=quiet, width=None if sys.stdout.isatty() else 110)
     report_a = await rp.load_report(database_url, run_id)
     report_b = await rp.load_report(database_url, run_b) if run_b is not None else None
     if report_b is not None:
@@ -258,7 +258,11 @@ async def render_report(
             console,
             f"B − A: A = {run_id}, B = {run_b} (paired by user and round)",
             rp.COMPARISON_HEADERS,
-            rp.comparison_rows(result),
+            rp.comparison_rows(
+                result,
+                str(report_a.run["config"].get("policy")),
+                str(report_b.run["config"].get("policy")),
+            ),
         )
         console.print(f"comparison: {cmp_page}\npicture: {cmp_picture}\nreport B: {page_b}")
         document["run_b"] = run_b
