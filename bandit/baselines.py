@@ -1,0 +1,132 @@
+"""Reference policies: ``random`` (uniform) and ``oracle`` (knows the expected reward).
+
+Their user state is a ``Tally`` (pulls and reward sum), so /stats still has numbers.
+
+>>> from bandit.base import Moment, Task
+>>> tasks = [Task("a", 1, False, 0.0), Task("b", 4, True, 3.0)]
+>>> pol = RandomPolicy()
+>>> pol.probabilities(pol.new_user(), None, Moment(9, 0), tasks).tolist()
+[0.5, 0.5]
+>>> oracle = OraclePolicy(lambda m, t: float(t.priority))
+>>> c = oracle.choose(oracle.new_user(), None, Moment(9, 0), tasks, np.random.default_rng(0))
+>>> c.index, c.propensity, c.explored
+(1, 1.0, False)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from bandit.base import Choice, FloatArray, Moment, Policy, Task
+from bandit.explore import first_argmax, one_hot
+
+TALLY_VERSION = 1
+_TALLY = struct.Struct("<BQd")
+
+
+@dataclass(slots=True)
+class Tally:
+    """Trivial user state: how many rewards were seen and their sum."""
+
+    pulls: int = 0
+    reward_sum: float = 0.0
+
+    def add(self, reward: float) -> None:
+        self.pulls += 1
+        self.reward_sum += reward
+
+    def encode(self) -> bytes:
+        return _TALLY.pack(TALLY_VERSION, self.pulls, self.reward_sum)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Tally:
+        if len(data) != _TALLY.size:
+            raise ValueError(f"tally state is {len(data)} bytes, expected {_TALLY.size}")
+        version, pulls, reward_sum = _TALLY.unpack(data)
+        if version != TALLY_VERSION:
+            raise ValueError(f"tally state version {version}, expected {TALLY_VERSION}")
+        return cls(pulls=pulls, reward_sum=reward_sum)
+
+
+class _TallyPolicy(Policy):
+    """Shared plumbing for policies whose user state is a ``Tally``."""
+
+    __slots__ = ()
+
+    def new_user(self) -> Tally:
+        return Tally()
+
+    def update(
+        self, user: Tally, shared: None, moment: Moment, task: Task, reward: float
+    ) -> None:
+        user.add(reward)
+
+    def encode_user(self, user: Tally) -> bytes:
+        return user.encode()
+
+    def decode_user(self, data: bytes) -> Tally:
+        return Tally.decode(data)
+
+
+class RandomPolicy(_TallyPolicy):
+    """Uniform over the candidates; propensity 1/K, always "explored"."""
+
+    __slots__ = ()
+    name: ClassVar[str] = "random"
+
+    def probabilities(
+        self, user: Tally, shared: None, moment: Moment, tasks: Sequence[Task]
+    ) -> FloatArray:
+        if not tasks:
+            raise ValueError("no candidates to choose from")
+        return np.full(len(tasks), 1.0 / len(tasks), dtype=np.float64)
+
+    def choose(
+        self,
+        user: Tally,
+        shared: None,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Choice:
+        if not tasks:
+            raise ValueError("no candidates to choose from")
+        k = len(tasks)
+        return Choice(index=int(rng.integers(k)), propensity=1.0 / k, explored=True, score=0.0)
+
+
+class OraclePolicy(_TallyPolicy):
+    """Argmax of a known expected reward (first max); only meaningful in simulation."""
+
+    __slots__ = ("expected_reward",)
+    name: ClassVar[str] = "oracle"
+
+    def __init__(self, expected_reward: Callable[[Moment, Task], float]) -> None:
+        self.expected_reward = expected_reward
+
+    def _scores(self, moment: Moment, tasks: Sequence[Task]) -> FloatArray:
+        if not tasks:
+            raise ValueError("no candidates to choose from")
+        return np.array([self.expected_reward(moment, t) for t in tasks], dtype=np.float64)
+
+    def probabilities(
+        self, user: Tally, shared: None, moment: Moment, tasks: Sequence[Task]
+    ) -> FloatArray:
+        return one_hot(first_argmax(self._scores(moment, tasks)), len(tasks))
+
+    def choose(
+        self,
+        user: Tally,
+        shared: None,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Choice:
+        scores = self._scores(moment, tasks)
+        i = first_argmax(scores)
+        return Choice(index=i, propensity=1.0, explored=False, score=float(scores[i]))

@@ -1,0 +1,130 @@
+"""ε-greedy over a per-user ridge regression.
+
+``egreedy-v1`` is the former production policy, kept exactly (SIMULATION.md): features_v1
+(7-d, no intercept), A = I, b = 0, constant ε; greedy ties go to the first maximum.
+
+>>> from bandit.base import Moment, Task
+>>> pol = EpsilonGreedyV1(epsilon=0.1)
+>>> user = pol.new_user()
+>>> tasks = [Task("a", 1, False, 2.0), Task("b", 4, True, 9.0)]
+>>> pol.update(user, None, Moment(9, 2), tasks[1], 1.0)
+>>> pol.probabilities(user, None, Moment(9, 2), tasks).round(3).tolist()
+[0.05, 0.95]
+>>> c = pol.choose(user, None, Moment(9, 2), tasks, np.random.default_rng(1))
+>>> c.index, round(c.propensity, 3), c.explored
+(1, 0.95, False)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from bandit.base import Choice, FloatArray, Moment, Policy, Task
+from bandit.explore import (
+    design,
+    epsilon_greedy_draw,
+    epsilon_greedy_probabilities,
+    first_argmax,
+)
+from bandit.features import V1_DIM, V2_DIM, features_v1, features_v2
+from bandit.linear import Ridge
+
+
+class LinearEpsilonGreedy(Policy):
+    """Per-user ridge (A = λI, b = 0) with ε-greedy exploration; subclasses fix the details."""
+
+    __slots__ = ("dim", "fmap", "lam")
+    name: ClassVar[str] = "egreedy-base"
+
+    def __init__(
+        self, fmap: Callable[[Moment, Task], FloatArray], dim: int, lam: float = 1.0
+    ) -> None:
+        self.fmap = fmap
+        self.dim = dim
+        self.lam = lam
+
+    def epsilon_for(self, user: Ridge) -> float:
+        raise NotImplementedError
+
+    def new_user(self) -> Ridge:
+        return Ridge.new(self.dim, self.lam)
+
+    def _greedy(self, user: Ridge, moment: Moment, tasks: Sequence[Task]) -> tuple[int, FloatArray]:
+        scores = design(self.fmap, moment, tasks) @ user.theta()
+        return first_argmax(scores), scores
+
+    def probabilities(
+        self, user: Ridge, shared: None, moment: Moment, tasks: Sequence[Task]
+    ) -> FloatArray:
+        greedy, _ = self._greedy(user, moment, tasks)
+        return epsilon_greedy_probabilities(greedy, len(tasks), self.epsilon_for(user))
+
+    def choose(
+        self,
+        user: Ridge,
+        shared: None,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Choice:
+        greedy, scores = self._greedy(user, moment, tasks)
+        k, eps = len(tasks), self.epsilon_for(user)
+        index, explored = epsilon_greedy_draw(greedy, k, eps, rng)
+        p = epsilon_greedy_probabilities(greedy, k, eps)[index]
+        return Choice(
+            index=index, propensity=float(p), explored=explored, score=float(scores[index])
+        )
+
+    def update(
+        self, user: Ridge, shared: None, moment: Moment, task: Task, reward: float
+    ) -> None:
+        user.update(self.fmap(moment, task), reward)
+
+    def encode_user(self, user: Ridge) -> bytes:
+        return user.encode()
+
+    def decode_user(self, data: bytes) -> Ridge:
+        return Ridge.decode(data, dim=self.dim)
+
+
+class EpsilonGreedyV1(LinearEpsilonGreedy):
+    """The former production policy: features_v1, no intercept, constant ε (default 0.1)."""
+
+    __slots__ = ("epsilon",)
+    name: ClassVar[str] = "egreedy-v1"
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        super().__init__(features_v1, V1_DIM, 1.0)
+        self.epsilon = epsilon
+
+    def epsilon_for(self, user: Ridge) -> float:
+        return self.epsilon
+
+
+class EpsilonGreedyV2(LinearEpsilonGreedy):
+    """Per-user ridge on features_v2 (with an intercept, see there) and a per-user
+    decaying ε_t = max(ε_min, c / sqrt(t + 1)), t = the user's pulls (c = 0.1 tuned).
+
+    >>> pol = EpsilonGreedyV2()
+    >>> [round(pol.epsilon_for(Ridge.new(V2_DIM)), 3), pol.epsilon_min]
+    [0.1, 0.02]
+    """
+
+    __slots__ = ("c", "epsilon_min")
+    name: ClassVar[str] = "egreedy-v2"
+
+    def __init__(self, c: float = 0.1, epsilon_min: float = 0.02, lam: float = 1.0) -> None:
+        if not (0.0 <= epsilon_min <= 1.0 and c >= 0.0):
+            raise ValueError("need 0 ≤ epsilon_min ≤ 1 and c ≥ 0")
+        super().__init__(features_v2, V2_DIM, lam)
+        self.c = c
+        self.epsilon_min = epsilon_min
+
+    def epsilon_for(self, user: Ridge) -> float:
+        return min(1.0, max(self.epsilon_min, self.c / math.sqrt(user.pulls + 1)))

@@ -1,0 +1,72 @@
+"""Exploration rules with exact probabilities, shared by the policies.
+
+ε-greedy: the greedy index gets 1 − ε + ε/K, every other index ε/K. A draw consumes one
+``rng.random()`` and, only when it explores, one ``rng.integers(K)``; "explored" means the
+uniform branch was taken (it may land on the greedy index).
+
+>>> epsilon_greedy_probabilities(2, 4, 0.2).tolist()
+[0.05, 0.05, 0.8500000000000001, 0.05]
+>>> softmax_probabilities(np.array([0.0, 0.0]), 1.0).tolist()
+[0.5, 0.5]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from bandit.base import FloatArray, Moment, Task
+
+
+def design(
+    fmap: Callable[[Moment, Task], FloatArray], moment: Moment, tasks: Sequence[Task]
+) -> FloatArray:
+    """The K×d matrix of candidate feature vectors."""
+    if not tasks:
+        raise ValueError("no candidates to choose from")
+    return np.stack([fmap(moment, t) for t in tasks])
+
+
+def first_argmax(scores: FloatArray) -> int:
+    """Index of the first maximum (deterministic tie-break)."""
+    return int(np.argmax(scores))
+
+
+def epsilon_greedy_probabilities(greedy: int, k: int, epsilon: float) -> FloatArray:
+    p = np.full(k, epsilon / k, dtype=np.float64)
+    p[greedy] += 1.0 - epsilon
+    return p
+
+
+def epsilon_greedy_draw(
+    greedy: int, k: int, epsilon: float, rng: np.random.Generator
+) -> tuple[int, bool]:
+    """(index, explored): with probability ε a uniform index, else ``greedy``."""
+    if rng.random() < epsilon:
+        return int(rng.integers(k)), True
+    return greedy, False
+
+
+def one_hot(index: int, k: int) -> FloatArray:
+    p = np.zeros(k, dtype=np.float64)
+    p[index] = 1.0
+    return p
+
+
+def softmax_probabilities(scores: FloatArray, temperature: float) -> FloatArray:
+    """Boltzmann probabilities exp(s/τ) / Σ exp(s/τ), computed stably."""
+    z = (scores - np.max(scores)) / temperature
+    w = np.exp(z)
+    return np.asarray(w / w.sum(), dtype=np.float64)
+
+
+def draw_from(p: FloatArray, rng: np.random.Generator) -> int:
+    """Inverse-CDF draw with one ``rng.random()``; never returns a zero-probability index."""
+    u = rng.random()
+    c = np.cumsum(p)
+    i = int(np.searchsorted(c, u * c[-1], side="right"))
+    i = min(i, len(p) - 1)
+    while p[i] <= 0.0:  # only reachable through rounding at the very end of the CDF
+        i -= 1
+    return i
