@@ -61,9 +61,7 @@ class _TallyPolicy(Policy):
     def new_user(self) -> Tally:
         return Tally()
 
-    def update(
-        self, user: Tally, shared: None, moment: Moment, task: Task, reward: float
-    ) -> None:
+    def update(self, user: Tally, shared: None, moment: Moment, task: Task, reward: float) -> None:
         user.add(reward)
 
     def encode_user(self, user: Tally) -> bytes:

@@ -79,9 +79,7 @@ class LinearEpsilonGreedy(Policy):
             index=index, propensity=float(p), explored=explored, score=float(scores[index])
         )
 
-    def update(
-        self, user: Ridge, shared: None, moment: Moment, task: Task, reward: float
-    ) -> None:
+    def update(self, user: Ridge, shared: None, moment: Moment, task: Task, reward: float) -> None:
         user.update(self.fmap(moment, task), reward)
 
     def encode_user(self, user: Ridge) -> bytes:

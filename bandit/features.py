@@ -38,7 +38,6 @@ def features_v1(moment: Moment, task: Task) -> FloatArray:
     )
 
 
-
 V2_DIM = 5
 V2_TASK_COLUMNS = (1, 2)  # the columns that differ between the candidates of one moment
 

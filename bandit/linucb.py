@@ -71,9 +71,7 @@ class LinUCBV1(Policy):
             index=i, propensity=1.0, explored=i != first_argmax(mean), score=float(ucb[i])
         )
 
-    def update(
-        self, user: Ridge, shared: None, moment: Moment, task: Task, reward: float
-    ) -> None:
+    def update(self, user: Ridge, shared: None, moment: Moment, task: Task, reward: float) -> None:
         user.update(features_linucb_v1(moment, task), reward)
 
     def encode_user(self, user: Ridge) -> bytes:

@@ -77,9 +77,7 @@ def mean_ci(values: Sequence[float] | FloatArray) -> Interval:
     return Interval(m, m - half, m + half, n)
 
 
-def paired_diff_ci(
-    a: Sequence[float] | FloatArray, b: Sequence[float] | FloatArray
-) -> Interval:
+def paired_diff_ci(a: Sequence[float] | FloatArray, b: Sequence[float] | FloatArray) -> Interval:
     """Mean of a − b over paired observations (same seed, user, round) with its interval.
 
     >>> iv = paired_diff_ci([1.0, 2.0, 3.0], [0.5, 1.4, 2.6])

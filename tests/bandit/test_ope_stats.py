@@ -53,7 +53,12 @@ def test_intervals_cover_the_true_value() -> None:
             "ips": ips(log["prop"], log["reward"], log["tprob"], rng, n_boot=200),  # type: ignore[arg-type]
             "snips": snips(log["prop"], log["reward"], log["tprob"], rng, n_boot=200),  # type: ignore[arg-type]
             "dr": doubly_robust(
-                log["prop"], log["reward"], log["actions"], log["target"], noisy_model, rng,  # type: ignore[arg-type]
+                log["prop"],
+                log["reward"],
+                log["actions"],
+                log["target"],
+                noisy_model,
+                rng,  # type: ignore[arg-type]
                 n_boot=200,
             ),
         }
@@ -87,7 +92,13 @@ def test_dr_with_perfect_model_and_ips_on_policy() -> None:
     rng = np.random.default_rng(1)
     # a perfect reward model: DR's direct term is exactly the truth, plus zero-mean noise
     dr = doubly_robust(
-        log["prop"], log["reward"], log["actions"], log["target"], log["mus"], rng, n_boot=200  # type: ignore[arg-type]
+        log["prop"],
+        log["reward"],
+        log["actions"],
+        log["target"],
+        log["mus"],
+        rng,
+        n_boot=200,  # type: ignore[arg-type]
     )
     assert dr.value == pytest.approx(log["true"], abs=0.05)
     # target == logging policy: IPS is the plain mean reward
