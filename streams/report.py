@@ -29,58 +29,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-Z_975 = 1.959963984540054
+from bandit import stats
 
-# Student t 0.975 quantiles for 1..30 degrees of freedom; beyond, a Cornish-Fisher expansion.
-_T_975 = (
-    12.706204736,
-    4.302652730,
-    3.182446305,
-    2.776445105,
-    2.570581836,
-    2.446911851,
-    2.364624252,
-    2.306004135,
-    2.262157163,
-    2.228138852,
-    2.200985160,
-    2.178812830,
-    2.160368656,
-    2.144786688,
-    2.131449546,
-    2.119905299,
-    2.109815578,
-    2.100922040,
-    2.093024054,
-    2.085963447,
-    2.079613845,
-    2.073873068,
-    2.068657610,
-    2.063898562,
-    2.059538553,
-    2.055529439,
-    2.051830516,
-    2.048407142,
-    2.045229642,
-    2.042272456,
-)
+Z_975 = stats.Z975
 
 
 def t_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom.
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (``bandit.stats``).
 
     >>> round(t_975(10), 3), round(t_975(60), 3), round(t_975(10**6), 3)
     (2.228, 2.0, 1.96)
     """
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df <= len(_T_975):
-        return _T_975[df - 1]
-    z = Z_975
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    return z + g1 / df + g2 / df**2 + g3 / df**3
+    return stats.t975(df)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +64,11 @@ class Interval:
 
 
 def mean_ci95(values: Sequence[float]) -> Interval:
-    """Mean and 95% t-interval of independent values."""
-    n = len(values)
-    if n == 0:
+    """Mean and 95% t-interval of independent values (``bandit.stats.mean_ci``)."""
+    if not values:
         return Interval(0, math.nan, math.nan, math.nan)
-    mean = math.fsum(values) / n
-    if n == 1:
-        return Interval(1, mean, mean, mean)
-    variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
-    half = t_975(n - 1) * math.sqrt(variance / n)
-    return Interval(n, mean, mean - half, mean + half)
+    interval = stats.mean_ci(values)
+    return Interval(interval.n, interval.mean, interval.low, interval.high)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Interval:
