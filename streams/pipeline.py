@@ -62,7 +62,7 @@ class DeadLetter:
 
 
 class RowSink(Protocol):
-    async def write(self, rows: Sequence[FeedbackRow]) -> None: ...
+    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None: ...
 
 
 class DeadLetterSink(Protocol):
@@ -147,6 +147,7 @@ class Pipeline:
         self.metrics.batch_size.observe(len(batch))
         now_ms = self._wall_clock_ms()
         letters: list[DeadLetter] = []
+        shows: list[TipShown] = []  # production shows, logged for off-policy evaluation
         groups: dict[str, _Group] = {}
         for raw in batch:
             self.metrics.processing_lag.observe(max(0.0, (now_ms - raw.timestamp_ms) / 1000))
@@ -158,6 +159,8 @@ class Pipeline:
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
                 continue
+            if isinstance(decoded, TipShown) and not decoded.is_sim:
+                shows.append(decoded)
             key = user_key(decoded.user_id, decoded.run_id if decoded.is_sim else None)
             group = groups.get(key)
             if group is None:
@@ -184,7 +187,7 @@ class Pipeline:
             if group.run_id is None:
                 rows += user_rows  # simulated traffic never writes tip_feedback
 
-        await self.rows.write(rows)
+        await self.rows.write(rows, shows)
         for key, record in records.items():
             self.store[key] = record.encode()
             deadline = record.next_deadline_ms()

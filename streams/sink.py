@@ -1,4 +1,4 @@
-"""Writes ``tip_feedback`` rows to PostgreSQL in batches, idempotently.
+"""Writes ``tip_feedback`` rows (and production shows, ``tip_shown``) in batches, idempotently.
 
 One statement per batch (``unnest`` of column arrays), ``ON CONFLICT (event_id) DO NOTHING``:
 a replay after a crash writes no second row. A failing database is retried with backoff
@@ -13,8 +13,9 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
+import orjson
 
-from schemas.events import from_epoch_ms
+from schemas.events import TipShown, from_epoch_ms
 from schemas.migrations import migrate
 from streams.joiner import FeedbackRow
 from streams.metrics import WorkerMetrics
@@ -28,6 +29,14 @@ INSERT INTO tip_feedback
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                      $6::integer[], $7::text[], $8::double precision[], $9::text[],
                      $10::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_INSERT_SHOWN = """
+INSERT INTO tip_shown
+    (event_id, tip_id, user_id, served_at, policy, propensity, features, candidates)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                     $6::double precision[], $7::jsonb[], $8::jsonb[])
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -66,16 +75,19 @@ class FeedbackSink:
             await self._pool.close()
             self._pool = None
 
-    async def write(self, rows: Sequence[FeedbackRow]) -> None:
-        if not rows:
+    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
+        """Write feedback rows and production shows in one transaction, retrying until done."""
+        if not rows and not shows:
             return
-        columns = _columns(rows)
         backoff = 0.1
         while True:
             try:
                 assert self._pool is not None, "sink not started"
-                async with self._pool.acquire() as conn:
-                    await conn.execute(_INSERT, *columns)
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if rows:
+                        await conn.execute(_INSERT, *_columns(rows))
+                    if shows:
+                        await conn.execute(_INSERT_SHOWN, *_show_columns(shows))
                 self._metrics.rows_written.inc(len(rows))
                 return
             except _RETRYABLE as exc:
@@ -83,6 +95,24 @@ class FeedbackSink:
                 log.warning("tip_feedback write failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
+
+
+def _show_columns(shows: Sequence[TipShown]) -> list[list[object]]:
+    return [
+        [s.event_id for s in shows],
+        [s.tip_id for s in shows],
+        [s.user_id for s in shows],
+        [s.served_at for s in shows],
+        [s.policy for s in shows],
+        [s.propensity for s in shows],
+        [orjson.dumps(s.features.model_dump(by_alias=True)).decode() for s in shows],
+        [
+            orjson.dumps([c.model_dump(by_alias=True) for c in s.candidates]).decode()
+            if s.candidates is not None
+            else None
+            for s in shows
+        ],
+    ]
 
 
 def _columns(rows: Sequence[FeedbackRow]) -> list[list[object]]:

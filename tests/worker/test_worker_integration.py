@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -44,8 +45,10 @@ async def test_rewards_at_every_dwell_boundary_and_stats(
     cases = [(14_999, -300), (15_000, 1000), (119_999, 1000), (120_000, 600), (599_999, 600),
              (600_000, 300)]  # fmt: skip
     events = [(f"tip-{d}", feedback(u, f"tip-{d}", "done", d), m) for d, m in cases]
+    candidates = [{"tipId": "other", "priority": 1, "isOverdue": False, "taskAgeDays": 0}]
+    shows = [shown(u, tip, candidates=candidates, candidateCount=2) for tip, _, _ in events]
     async with Producer(worker.settings) as kafka:
-        await kafka.shows(*(shown(u, tip) for tip, _, _ in events))
+        await kafka.shows(*shows)
         await kafka.feedbacks(*(fb for _, fb, _ in events))
     rows = await wait_for_rows(pg, [fb["eventId"] for _, fb, _ in events])
     for tip, fb, milli in events:
@@ -55,6 +58,11 @@ async def test_rewards_at_every_dwell_boundary_and_stats(
         )  # fmt: skip
         assert (row["policy"], row["propensity"], row["user_id"]) == ("egreedy-v1", 0.9125, u)
         assert row["dwell_ms"] == int(tip.removeprefix("tip-"))
+    logged = await pg.fetch("SELECT * FROM tip_shown WHERE user_id = $1", u)
+    assert sorted(r["event_id"] for r in logged) == sorted(s["eventId"] for s in shows)
+    assert {(r["policy"], r["propensity"]) for r in logged} == {("egreedy-v1", 0.9125)}
+    assert all(orjson.loads(r["candidates"]) == candidates for r in logged)
+    assert orjson.loads(logged[0]["features"])["priority"] == 3
     status, stats = await worker.get(f"/stats/egreedy/{u}")
     assert status == 200
     assert stats["pulls"] == 6
@@ -145,6 +153,7 @@ async def test_simulated_traffic_is_kept_apart(
         [f["eventId"] for f in sim_fbs],
     )
     assert sim_rows == 0
+    assert await pg.fetchval("SELECT count(*) FROM tip_shown WHERE user_id = $1", u) == 1
 
 
 DEAD_LETTER_CASES = [
