@@ -24,6 +24,7 @@ def _mount() -> None:
     app.add_typer(devstack.dev_app, name="dev")
     worker_cli.register(app)
     __import__("streams.sim_cli", fromlist=["register"]).register(app)
+    __import__("streams.evaluate", fromlist=["register"]).register(app)
 
 
 def main() -> None:
