@@ -737,4 +737,8 @@ def _finite(value: Any) -> Any:
 
 
 def register(app: typer.Typer) -> None:
+    """``tipstream evaluate`` and ``tipstream compare`` (one line in ``streams.cli``)."""
+    from streams.compare import register as register_compare  # noqa: PLC0415
+
     app.command("evaluate")(evaluate_command)
+    register_compare(app)
