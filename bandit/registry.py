@@ -21,6 +21,7 @@ from bandit.baselines import OraclePolicy, RandomPolicy
 from bandit.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.linucb import LinUCBV1
 from bandit.pooled import PooledV1
+from bandit.pooled_mix import PooledMixV1
 
 POLICY_NAMES: tuple[str, ...] = (
     RandomPolicy.name,
@@ -28,6 +29,7 @@ POLICY_NAMES: tuple[str, ...] = (
     LinUCBV1.name,
     EpsilonGreedyV2.name,
     PooledV1.name,
+    PooledMixV1.name,
 )
 ORACLE_NAME = OraclePolicy.name
 
@@ -48,6 +50,8 @@ def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
         return EpsilonGreedyV2()
     if name == PooledV1.name:
         return PooledV1()
+    if name == PooledMixV1.name:
+        return PooledMixV1()
     raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
 
 
