@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import ssl
+from collections.abc import Coroutine, MutableMapping
+from typing import Any, cast
 
 import aiohttp
 import faust
 import numpy as np
 import orjson
+from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
+from mode.types.signals import BaseSignalT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bandit.base import Moment, Policy, Task
 from bandit.registry import make_policy
 from schemas.events import rfc3339
+from streams.ackgate import AckGate
 from streams.metrics import WorkerMetrics
 from streams.partitioning import partition_for
 from streams.pipeline import DeadLetter, Pipeline, RawEvent
@@ -33,7 +38,7 @@ STATE_TABLE = "user-state"
 MIN_UPDATES_TIMEOUT_S = 10.0
 
 
-class StateTable(faust.Table):  # type: ignore[misc]
+class StateTable(faust.Table[str, bytes]):
     """A table whose changelog partition comes from the key, not from the current event.
 
     The key's user part hashes (murmur2) to the user's input partition, so records stay
@@ -42,7 +47,7 @@ class StateTable(faust.Table):  # type: ignore[misc]
     """
 
     def partition_for_key(self, key: Any) -> int:
-        return key_partition(str(key), self.partitions)
+        return key_partition(str(key), self.partitions or self.app.conf.topic_partitions)
 
 
 def build_policies(settings: Settings) -> list[Policy]:
@@ -54,15 +59,17 @@ def build_policies(settings: Settings) -> list[Policy]:
 
 def faust_broker_credentials(settings: Settings) -> Any:
     kwargs = settings.aiokafka_kwargs()
+    ssl_context = cast("ssl.SSLContext | None", kwargs.get("ssl_context"))
     if settings.kafka_sasl_mechanism:
+        password = settings.kafka_sasl_password
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=kwargs["sasl_plain_password"],
+            password=password.get_secret_value() if password else None,
             mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=kwargs.get("ssl_context"),
+            ssl_context=ssl_context,
         )
-    if "ssl_context" in kwargs:
-        return faust.SSLCredentials(kwargs["ssl_context"])
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
     return None
 
 
@@ -91,7 +98,6 @@ class Worker:
             web_host=settings.web_host,
             web_port=settings.web_port,
             autodiscover=False,
-            stream_wait_empty=False,
         )
         self.source = self.app.topic(
             settings.topic_shown,
@@ -102,10 +108,13 @@ class Worker:
             value_serializer="raw",
         )
         self.deadletter_topic = self.app.topic(
-            settings.topic_deadletter, key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw",
-        )  # fmt: skip
-        self.table = self.app.tables.add(
+            settings.topic_deadletter,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.table: StateTable = self.app.tables.add(  # type: ignore[assignment]
             StateTable(
                 self.app,
                 name=STATE_TABLE,
@@ -117,8 +126,14 @@ class Worker:
         )
         self.sink = FeedbackSink(settings.database_url, self.metrics)
         self.pipeline = Pipeline(
-            settings, self.policies, self.table, self.sink, self, self.metrics
+            settings,
+            self.policies,
+            cast("MutableMapping[str, bytes]", self.table),
+            self.sink,
+            self,
+            self.metrics,
         )
+        self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._register()
@@ -136,27 +151,27 @@ class Worker:
         app = self.app
         worker = self
 
-        @app.agent(self.source, name="feedback-loop", concurrency=1)  # type: ignore[misc]
+        @app.agent(self.source, name="feedback-loop", concurrency=1)
         async def feedback_loop(stream: Any) -> None:
+            worker.ack_gate.install(app.consumer)
             await worker.sink.start()
             try:
                 async for events in stream.take_events(
                     worker.settings.batch_max, worker.settings.batch_within_s
                 ):
                     batch = [_raw(event.message) for event in events]
-                    # take_events acks the batch when we return to it, even on
-                    # cancellation: finish the batch first so no ack precedes its effects.
-                    task = asyncio.ensure_future(worker.pipeline.handle(batch))
-                    try:
-                        await asyncio.shield(task)
-                    except asyncio.CancelledError:
-                        await task
-                        raise
+                    # take_events acks the batch as soon as control returns to it, even
+                    # when this task is being cancelled (a stop): hold every cancellation
+                    # until the batch's rows and state are written, then honour it.
+                    await _uncancellable(worker.process_batch(batch))
             finally:
                 await worker.sink.stop()
 
-        @app.on_rebalance_complete.connect  # type: ignore[misc]
-        async def _on_rebalance(sender: Any, **_: Any) -> None:
+        @app.on_rebalance_complete.connect
+        def _on_rebalance(
+            sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+        ) -> None:
+            worker.ack_gate.reset()
             worker.pipeline.on_partitions_changed(worker.active_partitions())
 
         for path, view in (
@@ -169,6 +184,11 @@ class Worker:
             view_class = type(view.__name__, (view,), {"worker": worker})
             app.page(path)(view_class)
 
+    async def process_batch(self, batch: list[RawEvent]) -> None:
+        await self.pipeline.handle(batch)
+        # Only now may faust commit these offsets (see streams/ackgate.py).
+        self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in batch)
+
     # -- ownership and routing ---------------------------------------------------------
 
     def active_partitions(self) -> set[int]:
@@ -176,7 +196,7 @@ class Worker:
         return {tp.partition for tp in assignment if tp.topic == self.settings.topic_feedback}
 
     def is_ready(self) -> bool:
-        recovery = self.app.tables.recovery
+        recovery = cast("TableManager", self.app.tables).recovery
         return (
             not self.app.rebalancing
             and recovery.completed.is_set()
@@ -190,15 +210,18 @@ class Worker:
         url = self.app.router.key_store(STATE_TABLE, user_id)
         return str(url).rstrip("/")
 
-    async def forward(self, request: Request, base_url: str, body: bytes | None) -> Response:
+    async def forward(
+        self, request: Request, base_url: str, body: bytes | None
+    ) -> tuple[int, bytes]:
+        """Send the request on to the owning worker; return its status and body."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        url = base_url + request.path + (f"?{request.query_string}" if request.query_string else "")
+        url = base_url + str(request.rel_url)
         headers = {"content-type": "application/json", "x-tipstream-forwarded": "1"}
         if "authorization" in request.headers:
             headers["authorization"] = request.headers["authorization"]
         async with self._http.request(request.method, url, data=body, headers=headers) as resp:
-            return _json_response(orjson.loads(await resp.read()), resp.status)
+            return resp.status, await resp.read()
 
     # -- scoring -----------------------------------------------------------------------
 
@@ -217,9 +240,10 @@ class Worker:
             partition = key_partition(key, self.settings.partitions)
             shared_blob = self.table.get(shared_key(policy.name, request.run_id, partition))
             shared = (
-                policy.decode_shared(shared_blob) if shared_blob is not None
+                policy.decode_shared(shared_blob)
+                if shared_blob is not None
                 else policy.new_shared()
-            )  # fmt: skip
+            )
         moment = Moment(request.context.hour_of_day, request.context.day_of_week)
         tasks = [
             Task(c.tip_id, c.features.priority, c.features.is_overdue, c.features.task_age_days)
@@ -253,6 +277,22 @@ class Worker:
             if asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.005)
+
+
+async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+            log.info("stop requested: finishing the current batch first")
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _raw(message: Any) -> RawEvent:
@@ -295,60 +335,59 @@ class ScoreRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     candidates: list[_Candidate] = Field(min_length=1, max_length=100)
     context: _Context
-    run_id: str | None = Field(default=None, min_length=1, max_length=128,
-                               pattern=r"^[^\x00-\x1f\x7f]+$")  # fmt: skip
+    run_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
     seed: int | None = None
     min_updates: int | None = Field(default=None, ge=0)
     policy: str | None = None
 
 
-def _json_response(body: Any, status: int = 200) -> Response:
-    from aiohttp import web  # noqa: PLC0415
-
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json"
-    )
-
-
-def _error(status: int, message: str) -> Response:
-    return _json_response({"error": message}, status)
-
-
-class _WorkerView(View):  # type: ignore[misc]
+class _WorkerView(View):
     worker: Worker
+
+    def reply(self, body: Any, status: int = 200) -> Response:
+        return self.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+    def fail(self, status: int, message: str) -> Response:
+        return self.reply({"error": message}, status)
+
+    async def forwarded(self, request: Request, owner: str, body: bytes | None) -> Response:
+        status, payload = await self.worker.forward(request, owner, body)
+        return self.bytes(payload, content_type="application/json", status=status)
 
 
 class _ScoreView(_WorkerView):
     async def post(self, request: Request) -> Response:
         metrics = self.worker.metrics
-        body = await request.read()
+        body = await self.read_request_content(request)
         try:
             score_request = ScoreRequest.model_validate_json(body)
         except ValidationError as exc:
             metrics.score_requests.labels("bad_request").inc()
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            return _error(400, f"{where}: {first['msg']}")
+            return self.fail(400, f"{where}: {first['msg']}")
         if not self.worker.is_ready():
             metrics.score_requests.labels("not_ready").inc()
-            return _error(503, "worker is starting or rebalancing; retry shortly")
+            return self.fail(503, "worker is starting or rebalancing; retry shortly")
         owner = self.worker.owner_url(score_request.user_id)
         if owner is not None and "x-tipstream-forwarded" not in request.headers:
             metrics.score_requests.labels("forwarded").inc()
-            return await self.worker.forward(request, owner, body)
+            return await self.forwarded(request, owner, body)
         key = user_key(score_request.user_id, score_request.run_id)
         if score_request.min_updates and not await self.worker.wait_for_updates(
             key, score_request.min_updates
         ):
             metrics.score_requests.labels("timeout").inc()
-            return _error(504, f"user state did not reach {score_request.min_updates} updates")
+            return self.fail(504, f"user state did not reach {score_request.min_updates} updates")
         try:
             answer = self.worker.score(score_request)
         except ValueError as exc:
             metrics.score_requests.labels("bad_request").inc()
-            return _error(400, str(exc))
+            return self.fail(400, str(exc))
         metrics.score_requests.labels("ok").inc()
-        return _json_response(answer)
+        return self.reply(answer)
 
 
 class _StatsView(_WorkerView):
@@ -356,13 +395,13 @@ class _StatsView(_WorkerView):
         run_id = request.query.get("run_id") or None
         owner = self.worker.owner_url(user_id)
         if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return await self.worker.forward(request, owner, None)
+            return await self.forwarded(request, owner, None)
         record = self.worker.record(user_key(user_id, run_id))
         if record is None:
-            return _error(404, f"no state for user {user_id!r}")
+            return self.fail(404, f"no state for user {user_id!r}")
         pulls = record.pulls
         cumulative = record.reward_milli_sum / 1000
-        return _json_response(
+        return self.reply(
             {
                 "pulls": pulls,
                 "cumulative_reward": cumulative,
@@ -375,7 +414,7 @@ class _StatsView(_WorkerView):
 class _HealthView(_WorkerView):
     async def get(self, request: Request) -> Response:
         ready = self.worker.is_ready()
-        return _json_response(
+        return self.reply(
             {
                 "status": "ok" if ready else "starting",
                 "partitions": sorted(self.worker.active_partitions()),
@@ -388,10 +427,9 @@ class _HealthView(_WorkerView):
 
 class _MetricsView(_WorkerView):
     async def get(self, request: Request) -> Response:
-        from aiohttp import web  # noqa: PLC0415
-
-        return web.Response(
-            body=self.worker.metrics.render(),
+        # aiohttp refuses a charset inside content_type; the full type goes in as a header.
+        return self.bytes(
+            self.worker.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
@@ -402,15 +440,15 @@ class _ResetView(_WorkerView):
     async def post(self, request: Request, user_id: str) -> Response:
         token = self.worker.settings.admin_token.get_secret_value()
         if request.headers.get("authorization") != f"Bearer {token}":
-            return _error(401, "a bearer token (TIPSTREAM_ADMIN_TOKEN) is required")
+            return self.fail(401, "a bearer token (TIPSTREAM_ADMIN_TOKEN) is required")
         owner = self.worker.owner_url(user_id)
         if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return await self.worker.forward(request, owner, b"")
+            return await self.forwarded(request, owner, b"")
         record = self.worker.record(user_id)
         if record is None:
-            return _error(404, f"no state for user {user_id!r}")
+            return self.fail(404, f"no state for user {user_id!r}")
         record.policy_blobs.clear()
         record.pulls = 0
         record.reward_milli_sum = 0
         self.worker.table[user_id] = record.encode()
-        return _json_response({"user_id": user_id, "reset": True})
+        return self.reply({"user_id": user_id, "reset": True})

@@ -1,4 +1,4 @@
-"""The real worker as a subprocess (tests, benchmarks, the demo): start, wait ready, stop or kill."""
+"""The real worker as a subprocess (tests, benchmarks, demo): start, wait ready, stop or kill."""
 
 from __future__ import annotations
 
@@ -30,21 +30,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"TIPSTREAM_{name.upper()}"] = str(value)
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        env[f"TIPSTREAM_{name.upper()}"] = str(plain)
     return env
 
 
 class WorkerProcess:
     """``tipstream worker`` in a child process with the given settings."""
 
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
+    def __init__(self, settings: Settings, *, loglevel: str = "warn", **overrides: Any) -> None:
+        self.loglevel = loglevel
         self.data_dir = tempfile.mkdtemp(prefix="tipstream-worker-")
         self.settings = settings.model_copy(
-            update={"web_port": free_port(), "data_dir": self.data_dir, "session_timeout_s": 6.0,
-                    **overrides}
-        )  # fmt: skip
+            update={
+                "web_port": free_port(),
+                "data_dir": self.data_dir,
+                "session_timeout_s": 6.0,
+                **overrides,
+            }
+        )
         self.log_path = Path(self.data_dir) / "worker.log"
         self._log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,9 +62,11 @@ class WorkerProcess:
         env.update(settings_env(self.settings))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warn"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -100,8 +106,11 @@ class WorkerProcess:
         async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
             return response.status, await response.json(content_type=None)
 
-    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.post(
-            self.url + path, json=body, headers=headers or {}
-        ) as response:
+    async def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.url + path, json=body, headers=headers or {}) as response,
+        ):
             return response.status, await response.json(content_type=None)

@@ -1,23 +1,29 @@
-"""A worker stopped mid-stream (gracefully, or by kill -9) loses nothing and applies nothing twice."""
+"""A worker stopped mid-stream (SIGTERM or kill -9) loses nothing and applies nothing twice."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 
 import asyncpg
 import pytest
 
 from streams.settings import Settings
-from tests.worker.events import Producer, feedback, shown, wait_for_rows
 from streams.worker_process import WorkerProcess
+from tests.worker.events import Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration
 
 USERS = 12
 TIPS_PER_USER = 15
-ACTIONS = [("done", 30_000, 1000), ("done", 5_000, -300), ("snooze", 4_000, 100),
-           ("dismiss", 1_000, -1000), ("done", 200_000, 600)]  # fmt: skip
+ACTIONS = [
+    ("done", 30_000, 1000),
+    ("done", 5_000, -300),
+    ("snooze", 4_000, 100),
+    ("dismiss", 1_000, -1000),
+    ("done", 200_000, 600),
+]
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill-9"])
@@ -37,7 +43,7 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
         expected[u] = (TIPS_PER_USER, total)
     feedback_ids = [fb["eventId"] for _, fb in events]
 
-    first = WorkerProcess(topics)
+    first = WorkerProcess(topics, loglevel="info")
     first.start()
     await first.wait_ready()
     async with Producer(topics) as kafka:
@@ -50,9 +56,10 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
 
         producing = asyncio.create_task(produce_all())
         # Stop once the worker is visibly part-way through.
-        while await pg.fetchval(
-            "SELECT count(*) FROM tip_feedback WHERE event_id = ANY($1)", feedback_ids
-        ) < len(events) // 4:
+        query = "SELECT count(*) FROM tip_feedback WHERE event_id = ANY($1)"
+        while True:
+            if await pg.fetchval(query, feedback_ids) >= len(events) // 4:
+                break
             await asyncio.sleep(0.05)
         code = first.stop(kill=kill)
         assert code == (-9 if kill else 0), first.log()
@@ -62,14 +69,20 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
         assert done_before < len(events), "the stop should land mid-stream"
         await producing
 
-        second = WorkerProcess(topics)  # same app id: same group, same changelog
+        second = WorkerProcess(topics, loglevel="info")  # same app id: same group, same changelog
         second.start()
         try:
             await second.wait_ready()
             # Re-deliver a slice of feedback the first worker had already applied.
             for _, fb in events[:40]:
                 await kafka.feedbacks(fb)
-            rows = await wait_for_rows(pg, feedback_ids, timeout_s=90)
+            try:
+                rows = await wait_for_rows(pg, feedback_ids, timeout_s=90)
+            except TimeoutError as exc:
+                for name, proc in (("first", first), ("second", second)):
+                    shutil.copy(proc.log_path, f"/tmp/tipstream-restart-{run}-{name}.log")
+                raise AssertionError(f"{exc}\n-- first worker:\n{first.log()}"
+                                     f"\n-- second worker:\n{second.log()}") from exc
             assert {row["status"] for row in rows.values()} == {"applied"}
             count = await pg.fetchval(
                 "SELECT count(*) FROM tip_feedback WHERE user_id = ANY($1)", users
@@ -79,8 +92,9 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
                 status, stats = await second.get(f"/stats/egreedy/{u}")
                 assert status == 200, second.log()
                 assert (stats["pulls"], round(stats["cumulative_reward"] * 1000)) == (
-                    pulls, milli
-                ), u  # fmt: skip
+                    pulls,
+                    milli,
+                ), u
                 db_sum = await pg.fetchval(
                     "SELECT sum(reward_milli) FROM tip_feedback WHERE user_id = $1", u
                 )
