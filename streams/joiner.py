@@ -55,17 +55,26 @@ class UserResult:
 
 
 class PolicyModels:
-    """The user's per-policy states, decoded lazily and encoded back once per batch."""
+    """The user's per-policy states: decoded lazily, encoded back once per batch.
 
-    __slots__ = ("_decoded", "_policies", "_record", "_shared")
+    ``decoded`` may be kept by the caller between batches (a hot cache), so that a busy
+    user's models are not decoded again for every batch.
+    """
+
+    __slots__ = ("_decoded", "_dirty", "_policies", "_record", "_shared")
 
     def __init__(
-        self, policies: Sequence[Policy], record: UserRecord, shared: Mapping[str, Any]
+        self,
+        policies: Sequence[Policy],
+        record: UserRecord,
+        shared: Mapping[str, Any],
+        decoded: dict[str, Any] | None = None,
     ) -> None:
         self._policies = policies
         self._record = record
         self._shared = shared
-        self._decoded: dict[str, Any] = {}
+        self._decoded = decoded if decoded is not None else {}
+        self._dirty = False
 
     def state(self, policy: Policy) -> Any:
         found = self._decoded.get(policy.name)
@@ -76,15 +85,15 @@ class PolicyModels:
         return found
 
     def learn(self, moment: Moment, task: Task, reward: float) -> None:
+        self._dirty = True
         for policy in self._policies:
             policy.update(self.state(policy), self._shared.get(policy.name), moment, task, reward)
 
     def flush(self) -> None:
+        if not self._dirty:
+            return
         for policy in self._policies:
-            if policy.name in self._decoded:
-                self._record.policy_blobs[policy.name] = policy.encode_user(
-                    self._decoded[policy.name]
-                )
+            self._record.policy_blobs[policy.name] = policy.encode_user(self.state(policy))
 
 
 class Joiner:
@@ -112,10 +121,12 @@ class Joiner:
         events: Iterable[tuple[TipShown | TipFeedback, int]],
         stream_time_ms: int,
         shared: Mapping[str, Any],
+        *,
+        decoded_models: dict[str, Any] | None = None,
     ) -> UserResult:
         """Apply ``(event, record_timestamp_ms)`` pairs, then expire what is overdue."""
         result = UserResult()
-        models = PolicyModels(self.policies, record, shared)
+        models = PolicyModels(self.policies, record, shared, decoded_models)
         for event, timestamp_ms in events:
             if isinstance(event, TipShown):
                 self._on_show(record, event, timestamp_ms, models, result)
@@ -142,9 +153,17 @@ class Joiner:
             return
         f = show.features
         pending = PendingShow(
-            show.event_id, show.served_at_ms, show.policy, show.propensity, f.hour_of_day,
-            f.day_of_week, f.priority, f.is_overdue, f.task_age_days, timestamp_ms + self.wait_ms,
-        )  # fmt: skip
+            show.event_id,
+            show.served_at_ms,
+            show.policy,
+            show.propensity,
+            f.hour_of_day,
+            f.day_of_week,
+            f.priority,
+            f.is_overdue,
+            f.task_age_days,
+            timestamp_ms + self.wait_ms,
+        )
         result.changed = True
         waiting = record.pending_feedback.pop(tip, None)
         if not waiting:
@@ -173,9 +192,12 @@ class Joiner:
         tip = feedback.tip_id
         action = feedback.action.value
         waiting = PendingFeedback(
-            feedback.event_id, action, feedback.dwell_ms, feedback.occurred_at_ms,
+            feedback.event_id,
+            action,
+            feedback.dwell_ms,
+            feedback.occurred_at_ms,
             timestamp_ms + self.wait_ms,
-        )  # fmt: skip
+        )
         if action in LEGACY_ACTIONS:
             show = record.pending_shows.get(tip)
             settled = record.settled.get(tip)
@@ -183,9 +205,17 @@ class Joiner:
             propensity = show.propensity if show else settled.propensity if settled else None
             result.rows.append(
                 FeedbackRow(
-                    feedback.event_id, tip, feedback.user_id, action, feedback.dwell_ms, None,
-                    policy, propensity, LEGACY, feedback.occurred_at_ms,
-                )  # fmt: skip
+                    feedback.event_id,
+                    tip,
+                    feedback.user_id,
+                    action,
+                    feedback.dwell_ms,
+                    None,
+                    policy,
+                    propensity,
+                    LEGACY,
+                    feedback.occurred_at_ms,
+                )
             )
             result.outcomes.append(LEGACY)
             return
@@ -214,7 +244,7 @@ class Joiner:
             return
         self._settle(record, feedback.user_id, tip, show, waiting, models, result)
 
-    def _settle(
+    def _settle(  # noqa: PLR0917 (private; the join's seven parts, called from two places)
         self,
         record: UserRecord,
         user_id: str,
@@ -238,14 +268,27 @@ class Joiner:
         record.reward_milli_sum += milli
         record.last_updated_ms = feedback.occurred_at_ms
         record.settled[tip] = Settled(
-            APPLIED, feedback.event_id, milli, dwell_ms, show.policy, show.propensity,
+            APPLIED,
+            feedback.event_id,
+            milli,
+            dwell_ms,
+            show.policy,
+            show.propensity,
             max(feedback.occurred_at_ms, show.served_at_ms),
-        )  # fmt: skip
+        )
         result.rows.append(
             FeedbackRow(
-                feedback.event_id, tip, user_id, feedback.action, dwell_ms, milli, show.policy,
-                show.propensity, APPLIED, feedback.occurred_at_ms,
-            )  # fmt: skip
+                feedback.event_id,
+                tip,
+                user_id,
+                feedback.action,
+                dwell_ms,
+                milli,
+                show.policy,
+                show.propensity,
+                APPLIED,
+                feedback.occurred_at_ms,
+            )
         )
         result.outcomes.append(APPLIED)
         result.reward_latencies_ms.append(latency_ms)
@@ -276,9 +319,17 @@ class Joiner:
             )
             result.rows.append(
                 FeedbackRow(
-                    show.event_id, tip, user_id, None, None, milli, show.policy,
-                    show.propensity, EXPIRED, show.deadline_ms,
-                )  # fmt: skip
+                    show.event_id,
+                    tip,
+                    user_id,
+                    None,
+                    None,
+                    milli,
+                    show.policy,
+                    show.propensity,
+                    EXPIRED,
+                    show.deadline_ms,
+                )
             )
             result.outcomes.append(EXPIRED)
             result.changed = True
@@ -289,9 +340,17 @@ class Joiner:
             for waiting in queue:
                 result.rows.append(
                     FeedbackRow(
-                        waiting.event_id, tip, user_id, waiting.action, waiting.dwell_ms, None,
-                        None, None, EXPIRED, waiting.occurred_at_ms,
-                    )  # fmt: skip
+                        waiting.event_id,
+                        tip,
+                        user_id,
+                        waiting.action,
+                        waiting.dwell_ms,
+                        None,
+                        None,
+                        None,
+                        EXPIRED,
+                        waiting.occurred_at_ms,
+                    )
                 )
                 result.outcomes.append(EXPIRED)
             record.settled[tip] = Settled(
@@ -307,14 +366,19 @@ class Joiner:
     # -- rows --------------------------------------------------------------------------
 
     @staticmethod
-    def _settled_row(
-        settled: Settled, tip: str, feedback: TipFeedback, action: str
-    ) -> FeedbackRow:
+    def _settled_row(settled: Settled, tip: str, feedback: TipFeedback, action: str) -> FeedbackRow:
         return FeedbackRow(
-            feedback.event_id, tip, feedback.user_id, action, settled.dwell_ms,
-            settled.reward_milli, settled.policy, settled.propensity, APPLIED,
+            feedback.event_id,
+            tip,
+            feedback.user_id,
+            action,
+            settled.dwell_ms,
+            settled.reward_milli,
+            settled.policy,
+            settled.propensity,
+            APPLIED,
             feedback.occurred_at_ms,
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _duplicate_row(
@@ -322,17 +386,32 @@ class Joiner:
     ) -> FeedbackRow:
         settled = record.settled.get(tip)
         return FeedbackRow(
-            feedback.event_id, tip, user_id, feedback.action, feedback.dwell_ms, None,
-            settled.policy if settled else None, settled.propensity if settled else None,
-            DUPLICATE, feedback.occurred_at_ms,
-        )  # fmt: skip
+            feedback.event_id,
+            tip,
+            user_id,
+            feedback.action,
+            feedback.dwell_ms,
+            None,
+            settled.policy if settled else None,
+            settled.propensity if settled else None,
+            DUPLICATE,
+            feedback.occurred_at_ms,
+        )
 
     @staticmethod
     def _late_row(feedback: TipFeedback, action: str, settled: Settled) -> FeedbackRow:
         return FeedbackRow(
-            feedback.event_id, feedback.tip_id, feedback.user_id, action, feedback.dwell_ms,
-            None, settled.policy, settled.propensity, EXPIRED, feedback.occurred_at_ms,
-        )  # fmt: skip
+            feedback.event_id,
+            feedback.tip_id,
+            feedback.user_id,
+            action,
+            feedback.dwell_ms,
+            None,
+            settled.policy,
+            settled.propensity,
+            EXPIRED,
+            feedback.occurred_at_ms,
+        )
 
 
 def _moment(show: PendingShow) -> Moment:

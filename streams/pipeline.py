@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,6 +71,15 @@ class DeadLetterSink(Protocol):
 
 
 @dataclass(slots=True)
+class _Hot:
+    """A decoded record and its models, valid while the store still holds ``blob`` itself."""
+
+    blob: bytes
+    record: UserRecord
+    models: dict[str, Any]
+
+
+@dataclass(slots=True)
 class _Group:
     user_id: str
     run_id: str | None
@@ -81,7 +91,7 @@ class _Group:
 class Pipeline:
     """Batch processor over a key-value state store (a faust Table in the worker)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (the pipeline's collaborators, wired once)
         self,
         settings: Settings,
         policies: Sequence[Policy],
@@ -90,6 +100,7 @@ class Pipeline:
         dead_letters: DeadLetterSink,
         metrics: WorkerMetrics,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        hot_records: int = 100_000,
     ) -> None:
         self.settings = settings
         self.policies = list(policies)
@@ -109,11 +120,14 @@ class Pipeline:
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
         self._indexed: set[int] = set()
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
+        self._hot: OrderedDict[str, _Hot] = OrderedDict()
+        self._hot_max = hot_records
 
     # -- partitions --------------------------------------------------------------------
 
     def on_partitions_changed(self, active: set[int]) -> None:
         """Forget what we knew of partitions we may have lost or gained (rebalance)."""
+        self._hot.clear()  # also guarded by identity in _load; clearing frees the memory
         for partition in list(self._indexed):
             if partition not in active:
                 self._indexed.discard(partition)
@@ -165,31 +179,37 @@ class Pipeline:
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(
-                    decoded.user_id, decoded.run_id if decoded.is_sim else None,
-                    raw.partition, [], [],
-                )  # fmt: skip
+                    decoded.user_id,
+                    decoded.run_id if decoded.is_sim else None,
+                    raw.partition,
+                    [],
+                    [],
+                )
             group.events.append((decoded, raw.timestamp_ms))
             group.raws.append(raw)
         self._add_due_expiries(groups)
 
         shared = self._load_shared(groups.values())
-        records: dict[str, UserRecord] = {}
+        records: dict[str, tuple[UserRecord, dict[str, Any]]] = {}
         rows: list[FeedbackRow] = []
         for key, group in groups.items():
             try:
-                record, user_rows = self._process_group(key, group, shared)
+                changed, user_rows = self._process_group(key, group, shared)
             except Exception as exc:  # a bug must not stop the stream or lose the events
                 log.exception("processing user %r failed; dead-lettering its events", key)
+                self._hot.pop(key, None)  # its cached record may be half-updated
                 letters += [DeadLetter(raw, "internal_error", repr(exc)) for raw in group.raws]
                 continue
-            if record is not None:
-                records[key] = record
+            if changed is not None:
+                records[key] = changed
             if group.run_id is None:
                 rows += user_rows  # simulated traffic never writes tip_feedback
 
         await self.rows.write(rows, shows)
-        for key, record in records.items():
-            self.store[key] = record.encode()
+        for key, (record, models) in records.items():
+            blob = record.encode()
+            self.store[key] = blob
+            self._remember(key, _Hot(blob, record, models))
             deadline = record.next_deadline_ms()
             if deadline is not None:
                 partition = groups[key].partition
@@ -250,19 +270,36 @@ class Pipeline:
                     )
         return shared
 
+    def _load(self, key: str) -> tuple[UserRecord, dict[str, Any]]:
+        blob = self.store.get(key)
+        hot = self._hot.get(key)
+        if hot is not None and blob is hot.blob:
+            self._hot.move_to_end(key)
+            return hot.record, hot.models
+        # Not cached, or the store holds other bytes (recovered from the changelog, reset).
+        self._hot.pop(key, None)
+        return (UserRecord.decode(blob) if blob is not None else UserRecord()), {}
+
+    def _remember(self, key: str, hot: _Hot) -> None:
+        self._hot[key] = hot
+        self._hot.move_to_end(key)
+        while len(self._hot) > self._hot_max:
+            self._hot.popitem(last=False)
+
     def _process_group(
         self, key: str, group: _Group, shared: Mapping[tuple[str, str | None, int], Any]
-    ) -> tuple[UserRecord | None, list[FeedbackRow]]:
-        blob = self.store.get(key)
-        record = UserRecord.decode(blob) if blob is not None else UserRecord()
+    ) -> tuple[tuple[UserRecord, dict[str, Any]] | None, list[FeedbackRow]]:
+        record, models = self._load(key)
         before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
-        user_shared = {
-            p.name: shared[(p.name, group.run_id, group.partition)] for p in self.pooled
-        }
+        user_shared = {p.name: shared[(p.name, group.run_id, group.partition)] for p in self.pooled}
         result = self.joiner.process(
-            record, group.user_id, group.events,
-            self._stream_time_ms.get(group.partition, 0), user_shared,
-        )  # fmt: skip
+            record,
+            group.user_id,
+            group.events,
+            self._stream_time_ms.get(group.partition, 0),
+            user_shared,
+            decoded_models=models,
+        )
         source = "sim" if group.run_id is not None else "prod"
         for outcome in result.outcomes:
             self.metrics.events.labels(source, outcome).inc()
@@ -274,7 +311,9 @@ class Pipeline:
             shows + after[0] - before[0],
             feedback + after[1] - before[1],
         )
-        return (record if result.changed else None), result.rows
+        if not result.changed:
+            return None, result.rows
+        return (record, models), result.rows
 
     def _publish_waiting(self) -> None:
         self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))
