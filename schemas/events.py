@@ -72,13 +72,11 @@ class TipFeatures(_Model):
     task_age_days: float = Field(ge=0, allow_inf_nan=False, description="days since due date")
 
 
-
 class CandidateTip(_Model):
     tip_id: Id
     priority: int = Field(ge=1, le=4)
     is_overdue: bool
     task_age_days: float = Field(ge=0, allow_inf_nan=False)
-
 
 
 class _Event(_Model):
@@ -108,7 +106,6 @@ class TipShown(_Event):
     features: TipFeatures
     candidate_count: int | None = Field(default=None, ge=1)
     candidates: list[CandidateTip] | None = Field(default=None, max_length=MAX_CANDIDATES)
-
 
     @property
     def served_at_ms(self) -> int:

@@ -38,9 +38,11 @@ class WorkerMetrics:
             registry=r,
         )
         self.deadlettered = Counter(
-            "tipstream_deadlettered", "Events sent to the dead-letter topic, by code.",
-            ["code"], registry=r,
-        )  # fmt: skip
+            "tipstream_deadlettered",
+            "Events sent to the dead-letter topic, by code.",
+            ["code"],
+            registry=r,
+        )
         self.feedback_waiting = Gauge(
             "tipstream_feedback_waiting", "Feedback waiting for its show.", registry=r
         )
@@ -48,17 +50,23 @@ class WorkerMetrics:
             "tipstream_shows_waiting", "Shows waiting for their feedback.", registry=r
         )
         self.reward_latency = Histogram(
-            "tipstream_reward_latency_seconds", "occurredAt − servedAt of learned feedback.",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "tipstream_reward_latency_seconds",
+            "occurredAt − servedAt of learned feedback.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.processing_lag = Histogram(
-            "tipstream_processing_lag_seconds", "Now − Kafka record time, when processed.",
-            buckets=_LAG_BUCKETS, registry=r,
-        )  # fmt: skip
+            "tipstream_processing_lag_seconds",
+            "Now − Kafka record time, when processed.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "tipstream_batch_events", "Events per processed batch.",
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=r,
-        )  # fmt: skip
+            "tipstream_batch_events",
+            "Events per processed batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
         self.rows_written = Counter(
             "tipstream_feedback_rows_written", "tip_feedback rows sent to PostgreSQL.", registry=r
         )
@@ -66,9 +74,11 @@ class WorkerMetrics:
             "tipstream_sink_retries", "PostgreSQL writes retried after an error.", registry=r
         )
         self.score_requests = Counter(
-            "tipstream_score_requests", "POST /score/egreedy requests, by outcome.",
-            ["outcome"], registry=r,
-        )  # fmt: skip
+            "tipstream_score_requests",
+            "POST /score/egreedy requests, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,7 +16,7 @@ from aiokafka.partitioner import murmur2
 
 
 def partition_for_bytes(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
 @lru_cache(maxsize=65_536)

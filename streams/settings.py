@@ -22,9 +22,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIPSTREAM_", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = f"127.0.0.1:{DEV_KAFKA_PORT}"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None

@@ -40,8 +40,13 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::
 ON CONFLICT (event_id) DO NOTHING
 """
 
-_RETRYABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-              asyncpg.CannotConnectNowError, asyncio.TimeoutError)  # fmt: skip
+_RETRYABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncio.TimeoutError,
+)
 
 
 class FeedbackSink:

@@ -9,7 +9,8 @@ Keys: a production user's key is its ``userId``; a simulated user's is
 policy's pooled state is ``\\x1e policy \\x1f runId-or-empty \\x1f partition``.
 
 >>> record = UserRecord()
->>> record.pending_shows["t1"] = PendingShow("e1", 1000, "egreedy-v1", 0.9, 9, 0, 2, True, 3.0, 5000)
+>>> show = PendingShow("e1", 1000, "egreedy-v1", 0.9, 9, 0, 2, True, 3.0, 5000)
+>>> record.pending_shows["t1"] = show
 >>> record.policy_blobs["egreedy-v1"] = b"\\x00\\x01"
 >>> again = UserRecord.decode(record.encode())
 >>> again.pending_shows["t1"].propensity, again.policy_blobs
@@ -160,9 +161,17 @@ class UserRecord:
 
 def _show_row(s: PendingShow) -> list[object]:
     return [
-        s.event_id, s.served_at_ms, s.policy, s.propensity, s.hour_of_day, s.day_of_week,
-        s.priority, s.is_overdue, s.task_age_days, s.deadline_ms,
-    ]  # fmt: skip
+        s.event_id,
+        s.served_at_ms,
+        s.policy,
+        s.propensity,
+        s.hour_of_day,
+        s.day_of_week,
+        s.priority,
+        s.is_overdue,
+        s.task_age_days,
+        s.deadline_ms,
+    ]
 
 
 def _feedback_row(f: PendingFeedback) -> list[object]:

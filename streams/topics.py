@@ -21,7 +21,7 @@ class TopicReport:
 
 async def ensure_topics(settings: Settings) -> TopicReport:
     names = [settings.topic_shown, settings.topic_feedback, settings.topic_deadletter]
-    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())  # type: ignore[arg-type]
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     await admin.start()
     try:
         existing = await _partition_counts(admin, names)

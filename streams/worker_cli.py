@@ -11,8 +11,9 @@ import typer
 from streams.settings import get_settings
 from streams.topics import TopicLayoutError, ensure_topics
 
-topics_app = typer.Typer(help="Kafka topics: create what is missing, check partition counts.",
-                         no_args_is_help=True)  # fmt: skip
+topics_app = typer.Typer(
+    help="Kafka topics: create what is missing, check partition counts.", no_args_is_help=True
+)
 
 
 @topics_app.command("ensure")
@@ -68,7 +69,9 @@ def worker(
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    logging.basicConfig(level=loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING"))
+    logging.basicConfig(
+        level=loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING")
+    )
     FaustWorker(tipstream.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     sys.exit(0)
 

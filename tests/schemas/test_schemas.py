@@ -10,16 +10,33 @@ from schemas.events import decode_feedback, decode_shown, encode
 from schemas.jsonschema_export import OUT_DIR, schemas
 
 SHOWN = {
-    "type": "TipShown", "schemaVersion": 1, "eventId": "e1", "tipId": "t1", "userId": "u1",
-    "servedAt": "2026-11-27T09:10:00.123Z", "policy": "egreedy-v1", "propensity": 0.9,
-    "features": {"hourOfDay": 9, "dayOfWeek": 4, "priority": 2, "isOverdue": False,
-                 "taskAgeDays": 3},
+    "type": "TipShown",
+    "schemaVersion": 1,
+    "eventId": "e1",
+    "tipId": "t1",
+    "userId": "u1",
+    "servedAt": "2026-11-27T09:10:00.123Z",
+    "policy": "egreedy-v1",
+    "propensity": 0.9,
+    "features": {
+        "hourOfDay": 9,
+        "dayOfWeek": 4,
+        "priority": 2,
+        "isOverdue": False,
+        "taskAgeDays": 3,
+    },
     "candidates": [{"tipId": "t1", "priority": 2, "isOverdue": False, "taskAgeDays": 3}],
-}  # fmt: skip
+}
 FEEDBACK = {
-    "type": "TipFeedback", "schemaVersion": 1, "eventId": "e2", "tipId": "t1", "userId": "u1",
-    "action": "done", "dwellMs": 30_000, "occurredAt": "2026-11-27T09:11:00Z",
-}  # fmt: skip
+    "type": "TipFeedback",
+    "schemaVersion": 1,
+    "eventId": "e2",
+    "tipId": "t1",
+    "userId": "u1",
+    "action": "done",
+    "dwellMs": 30_000,
+    "occurredAt": "2026-11-27T09:11:00Z",
+}
 
 
 def test_checked_in_json_schemas_match_the_code() -> None:

@@ -23,24 +23,45 @@ def iso(moment: datetime) -> str:
 
 def shown(user: str, tip: str, *, at: datetime = T0, **extra: Any) -> dict[str, Any]:
     return {
-        "type": "TipShown", "schemaVersion": 1, "eventId": f"show-{uuid.uuid4()}",
-        "tipId": tip, "userId": user, "servedAt": iso(at), "policy": "egreedy-v1",
+        "type": "TipShown",
+        "schemaVersion": 1,
+        "eventId": f"show-{uuid.uuid4()}",
+        "tipId": tip,
+        "userId": user,
+        "servedAt": iso(at),
+        "policy": "egreedy-v1",
         "propensity": 0.9125,
-        "features": {"hourOfDay": 9, "dayOfWeek": 4, "priority": 3, "isOverdue": True,
-                     "taskAgeDays": 2.5},
+        "features": {
+            "hourOfDay": 9,
+            "dayOfWeek": 4,
+            "priority": 3,
+            "isOverdue": True,
+            "taskAgeDays": 2.5,
+        },
         **extra,
-    }  # fmt: skip
+    }
 
 
 def feedback(
-    user: str, tip: str, action: str = "done", dwell: int | None = 30_000, *,
-    at: datetime | None = None, event_id: str | None = None, **extra: Any,
-) -> dict[str, Any]:  # fmt: skip
+    user: str,
+    tip: str,
+    action: str = "done",
+    dwell: int | None = 30_000,
+    *,
+    at: datetime | None = None,
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "type": "TipFeedback", "schemaVersion": 1, "eventId": event_id or f"fb-{uuid.uuid4()}",
-        "tipId": tip, "userId": user, "action": action,
-        "occurredAt": iso(at or T0 + timedelta(seconds=40)), **extra,
-    }  # fmt: skip
+        "type": "TipFeedback",
+        "schemaVersion": 1,
+        "eventId": event_id or f"fb-{uuid.uuid4()}",
+        "tipId": tip,
+        "userId": user,
+        "action": action,
+        "occurredAt": iso(at or T0 + timedelta(seconds=40)),
+        **extra,
+    }
     if dwell is not None:
         document["dwellMs"] = dwell
     return document
@@ -61,16 +82,24 @@ class Producer:
         await self._producer.stop()
 
     async def send(
-        self, topic: str, value: dict[str, Any] | bytes, *, key: str | bytes | None = None,
-        partition: int | None = None, timestamp_ms: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        topic: str,
+        value: dict[str, Any] | bytes,
+        *,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         if isinstance(value, dict):
             key = key if key is not None else value["userId"]
             value = orjson.dumps(value)
         await self._producer.send_and_wait(
-            topic, value, key=key.encode() if isinstance(key, str) else key,
-            partition=partition, timestamp_ms=timestamp_ms,
-        )  # fmt: skip
+            topic,
+            value,
+            key=key.encode() if isinstance(key, str) else key,
+            partition=partition,
+            timestamp_ms=timestamp_ms,
+        )
 
     async def shows(self, *events: dict[str, Any], timestamp_ms: int | None = None) -> None:
         for event in events:
@@ -87,7 +116,9 @@ async def wait_for_rows(
     """Poll tip_feedback until every event id has its row; return them by event id."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        rows = await pg.fetch("SELECT * FROM tip_feedback WHERE event_id = ANY($1)", list(event_ids))
+        rows = await pg.fetch(
+            "SELECT * FROM tip_feedback WHERE event_id = ANY($1)", list(event_ids)
+        )
         found = {row["event_id"]: row for row in rows}
         if len(found) == len(set(event_ids)):
             return found

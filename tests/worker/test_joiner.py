@@ -19,25 +19,43 @@ WAIT_MS = 60_000
 def show(tip: str = "t1", event_id: str | None = None, at: datetime = T0) -> TipShown:
     return TipShown.model_validate(
         {
-            "type": "TipShown", "schemaVersion": 1, "eventId": event_id or f"s-{tip}",
-            "tipId": tip, "userId": "u1", "servedAt": at, "policy": "egreedy-v1",
+            "type": "TipShown",
+            "schemaVersion": 1,
+            "eventId": event_id or f"s-{tip}",
+            "tipId": tip,
+            "userId": "u1",
+            "servedAt": at,
+            "policy": "egreedy-v1",
             "propensity": 0.9,
-            "features": {"hourOfDay": 9, "dayOfWeek": 4, "priority": 3, "isOverdue": True,
-                         "taskAgeDays": 2.0},
+            "features": {
+                "hourOfDay": 9,
+                "dayOfWeek": 4,
+                "priority": 3,
+                "isOverdue": True,
+                "taskAgeDays": 2.0,
+            },
         },
         strict=False,
-    )  # fmt: skip
+    )
 
 
 def feedback(
-    tip: str = "t1", action: str = "done", dwell: int | None = 30_000,
-    event_id: str | None = None, at: datetime | None = None,
-) -> TipFeedback:  # fmt: skip
+    tip: str = "t1",
+    action: str = "done",
+    dwell: int | None = 30_000,
+    event_id: str | None = None,
+    at: datetime | None = None,
+) -> TipFeedback:
     document = {
-        "type": "TipFeedback", "schemaVersion": 1, "eventId": event_id or f"f-{tip}-{action}",
-        "tipId": tip, "userId": "u1", "action": action, "dwellMs": dwell,
+        "type": "TipFeedback",
+        "schemaVersion": 1,
+        "eventId": event_id or f"f-{tip}-{action}",
+        "tipId": tip,
+        "userId": "u1",
+        "action": action,
+        "dwellMs": dwell,
         "occurredAt": at or T0 + timedelta(seconds=40),
-    }  # fmt: skip
+    }
     return TipFeedback.model_validate(document, strict=False)
 
 
@@ -52,9 +70,16 @@ def run(joiner: Joiner, record: UserRecord, *events: TipShown | TipFeedback, now
 
 @pytest.mark.parametrize(
     ("dwell", "milli"),
-    [(14_999, -300), (15_000, 1000), (119_999, 1000), (120_000, 600), (599_999, 600),
-     (600_000, 300), (0, -300)],
-)  # fmt: skip
+    [
+        (14_999, -300),
+        (15_000, 1000),
+        (119_999, 1000),
+        (120_000, 600),
+        (599_999, 600),
+        (600_000, 300),
+        (0, -300),
+    ],
+)
 def test_done_reward_at_every_dwell_boundary(joiner: Joiner, dwell: int, milli: int) -> None:
     record = UserRecord()
     result = run(joiner, record, show(), feedback(dwell=dwell))
@@ -101,8 +126,9 @@ def test_earliest_waiting_feedback_wins(joiner: Joiner) -> None:
     run(joiner, record, late, early)
     result = run(joiner, record, show())
     assert sorted((r.event_id, r.status, r.reward_milli) for r in result.rows) == [
-        ("early", "applied", 100), ("late", "duplicate", None)
-    ]  # fmt: skip
+        ("early", "applied", 100),
+        ("late", "duplicate", None),
+    ]
     assert record.pulls == 1
 
 
@@ -188,7 +214,5 @@ def test_record_survives_its_codec_midway(joiner: Joiner) -> None:
     run(joiner, record, feedback(tip="a"), show(tip="b"))
     restored = UserRecord.decode(record.encode())
     result = run(joiner, restored, show(tip="a"), feedback(tip="b", action="snooze", dwell=3000))
-    assert sorted((r.tip_id, r.status) for r in result.rows) == [
-        ("a", "applied"), ("b", "applied")
-    ]  # fmt: skip
+    assert sorted((r.tip_id, r.status) for r in result.rows) == [("a", "applied"), ("b", "applied")]
     assert restored.pulls == 2

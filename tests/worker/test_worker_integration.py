@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer
 
 from streams.partitioning import partition_for
 from streams.settings import Settings
-from tests.worker.events import T0, Producer, feedback, shown, wait_for_rows
 from streams.worker_process import WorkerProcess
+from tests.worker.events import T0, Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,14 @@ async def test_rewards_at_every_dwell_boundary_and_stats(
     worker: WorkerProcess, pg: asyncpg.Connection
 ) -> None:
     u = user()
-    cases = [(14_999, -300), (15_000, 1000), (119_999, 1000), (120_000, 600), (599_999, 600),
-             (600_000, 300)]  # fmt: skip
+    cases = [
+        (14_999, -300),
+        (15_000, 1000),
+        (119_999, 1000),
+        (120_000, 600),
+        (599_999, 600),
+        (600_000, 300),
+    ]
     events = [(f"tip-{d}", feedback(u, f"tip-{d}", "done", d), m) for d, m in cases]
     candidates = [{"tipId": "other", "priority": 1, "isOverdue": False, "taskAgeDays": 0}]
     shows = [shown(u, tip, candidates=candidates, candidateCount=2) for tip, _, _ in events]
@@ -54,8 +60,11 @@ async def test_rewards_at_every_dwell_boundary_and_stats(
     for tip, fb, milli in events:
         row = rows[fb["eventId"]]
         assert (row["tip_id"], row["status"], row["reward_milli"], row["action"]) == (
-            tip, "applied", milli, "done"
-        )  # fmt: skip
+            tip,
+            "applied",
+            milli,
+            "done",
+        )
         assert (row["policy"], row["propensity"], row["user_id"]) == ("egreedy-v1", 0.9125, u)
         assert row["dwell_ms"] == int(tip.removeprefix("tip-"))
     logged = await pg.fetch("SELECT * FROM tip_shown WHERE user_id = $1", u)
@@ -89,20 +98,25 @@ async def test_derived_dwell_out_of_order_duplicates_and_legacy(
         await kafka.feedbacks(second, first)  # a later feedback and a re-delivery
     rows = await wait_for_rows(pg, [e["eventId"] for e in (derived, early, first, second, legacy)])
     assert (rows[derived["eventId"]]["dwell_ms"], rows[derived["eventId"]]["reward_milli"]) == (
-        200_000, 600
-    )  # fmt: skip
+        200_000,
+        600,
+    )
     assert (rows[early["eventId"]]["status"], rows[early["eventId"]]["reward_milli"]) == (
-        "applied", 100
-    )  # fmt: skip
+        "applied",
+        100,
+    )
     assert (rows[first["eventId"]]["status"], rows[first["eventId"]]["reward_milli"]) == (
-        "applied", -1000
-    )  # fmt: skip
+        "applied",
+        -1000,
+    )
     assert (rows[second["eventId"]]["status"], rows[second["eventId"]]["reward_milli"]) == (
-        "duplicate", None
-    )  # fmt: skip
+        "duplicate",
+        None,
+    )
     assert (rows[legacy["eventId"]]["status"], rows[legacy["eventId"]]["reward_milli"]) == (
-        "legacy", None
-    )  # fmt: skip
+        "legacy",
+        None,
+    )
     count = await pg.fetchval("SELECT count(*) FROM tip_feedback WHERE user_id = $1", u)
     assert count == 5  # the re-delivery wrote no second row
     _, stats = await worker.get(f"/stats/egreedy/{u}")
@@ -120,8 +134,11 @@ async def test_expiry_by_stream_time(worker: WorkerProcess, pg: asyncpg.Connecti
     rows = await wait_for_rows(pg, [lonely["eventId"]])
     row = rows[lonely["eventId"]]
     assert (row["status"], row["action"], row["reward_milli"], row["tip_id"]) == (
-        "expired", None, None, "never-answered"
-    )  # fmt: skip
+        "expired",
+        None,
+        None,
+        "never-answered",
+    )
 
 
 async def test_simulated_traffic_is_kept_apart(
@@ -195,9 +212,12 @@ async def test_bad_input_is_dead_lettered_with_headers(
     await wait_for_rows(pg, [good["eventId"]])
 
     consumer = AIOKafkaConsumer(
-        settings.topic_deadletter, **settings.aiokafka_kwargs(), auto_offset_reset="earliest",
-        group_id=None, enable_auto_commit=False,
-    )  # fmt: skip
+        settings.topic_deadletter,
+        **settings.aiokafka_kwargs(),
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     letters: dict[str, dict[str, bytes]] = {}
     try:

@@ -1,0 +1,51 @@
+"""``python -m bench [worker|sim|all]``: measured rates and their ratios, one run, local stack.
+
+Each figure is compared with a baseline measured in the same run (machines here are
+noisy); results are printed and appended as a JSON line to ``var/bench-results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from bench.sim_load import run_load_bench
+from bench.worker_throughput import run_worker_bench
+from streams.devstack import ensure_up
+from streams.settings import get_settings
+
+
+def _print(title: str, figures: dict[str, float]) -> None:
+    print(f"\n== {title}")
+    width = max(len(k) for k in figures)
+    for name, value in figures.items():
+        print(f"  {name:<{width}}  {value:>14,.2f}")
+
+
+def main() -> int:
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if which not in ("worker", "sim", "all"):
+        print("usage: python -m bench [worker|sim|all]", file=sys.stderr)
+        return 2
+    ensure_up()
+    settings = get_settings()
+    results: dict[str, dict[str, float]] = {}
+    if which in ("worker", "all"):
+        results["worker"] = asyncio.run(run_worker_bench(settings))
+        _print("worker throughput (events/s; ratios against the same run)", results["worker"])
+    if which in ("sim", "all"):
+        results["sim"] = asyncio.run(run_load_bench(settings))
+        _print("simulator load mode (messages/s)", results["sim"])
+    out = Path("var/bench-results.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("ab") as f:
+        f.write(orjson.dumps({"at": datetime.now(UTC).isoformat(), **results}) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

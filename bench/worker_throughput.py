@@ -1,0 +1,214 @@
+"""Events per second, measured in one run on the same pre-filled topics:
+
+1. raw aiokafka ``getmany`` + orjson decode of the feedback topic (the ceiling);
+2. a naive faust agent updating one table entry per event (the baseline);
+3. the tipstream worker: shows and feedback to state and ``tip_feedback`` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.events import decode_feedback
+from streams.settings import Settings
+from streams.worker_process import WorkerProcess, settings_env
+
+
+def make_events(
+    pairs: int, users: int
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    shows, feedback = [], []
+    for i in range(pairs):
+        user = f"bench-user-{i % users}"
+        tip = f"tip-{i}"
+        served = start + timedelta(milliseconds=i)
+        shows.append(
+            (
+                user.encode(),
+                orjson.dumps(
+                    {
+                        "type": "TipShown",
+                        "schemaVersion": 1,
+                        "eventId": f"s-{uuid.uuid4()}",
+                        "tipId": tip,
+                        "userId": user,
+                        "servedAt": served.isoformat().replace("+00:00", "Z"),
+                        "policy": "egreedy-v1",
+                        "propensity": 0.9125,
+                        "features": {
+                            "hourOfDay": i % 24,
+                            "dayOfWeek": i % 7,
+                            "priority": 1 + i % 4,
+                            "isOverdue": i % 3 == 0,
+                            "taskAgeDays": float(i % 20),
+                        },
+                    }
+                ),
+            )
+        )
+        feedback.append(
+            (
+                user.encode(),
+                orjson.dumps(
+                    {
+                        "type": "TipFeedback",
+                        "schemaVersion": 1,
+                        "eventId": f"f-{uuid.uuid4()}",
+                        "tipId": tip,
+                        "userId": user,
+                        "action": ("done", "snooze", "dismiss")[i % 3],
+                        "dwellMs": 20_000 + i % 100_000,
+                        "occurredAt": (served + timedelta(seconds=30))
+                        .isoformat()
+                        .replace("+00:00", "Z"),
+                    }
+                ),
+            )
+        )
+    return shows, feedback
+
+
+async def _create_topics(settings: Settings) -> Settings:
+    suffix = secrets.token_hex(4)
+    names = {
+        "topic_shown": f"bench.shown.{suffix}",
+        "topic_feedback": f"bench.feedback.{suffix}",
+        "topic_deadletter": f"bench.deadletter.{suffix}",
+    }
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())  # type: ignore[arg-type]
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, settings.partitions, settings.replication_factor) for n in names.values()]
+        )
+    finally:
+        await admin.close()
+    await asyncio.sleep(1.0)  # leaders elected
+    return settings.model_copy(update={**names, "app_id": f"bench-{suffix}"})
+
+
+async def _fill(
+    settings: Settings, shows: list[tuple[bytes, bytes]], feedback: list[tuple[bytes, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), linger_ms=10)  # type: ignore[arg-type]
+    await producer.start()
+    try:
+        for topic, events in ((settings.topic_shown, shows), (settings.topic_feedback, feedback)):
+            futures = [await producer.send(topic, value, key=key) for key, value in events]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume(settings: Settings, topic: str, expected: int, validate: bool) -> float:
+    """Seconds from the first to the last of ``expected`` records, decoded."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **settings.aiokafka_kwargs(),
+        group_id=None,  # type: ignore[arg-type]
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen, started = 0, 0.0
+    try:
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                if seen == 0 and records:
+                    started = time.perf_counter()
+                for record in records:
+                    if validate:
+                        decode_feedback(record.value)
+                    else:
+                        orjson.loads(record.value)
+                seen += len(records)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def naive_faust(settings: Settings, expected: int) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
+    env.update(settings_env(settings))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.naive_faust", f"{settings.app_id}-naive", str(expected)],
+        env=env,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    # faust sends stdout through its logging, so the result line may be on either stream.
+    for line in (result.stdout + result.stderr).decode().splitlines():
+        if '{"events"' in line:
+            return float(orjson.loads(line[line.index('{"events"') :].strip())["seconds"])
+    raise RuntimeError(f"naive faust agent failed:\n{result.stderr.decode()[-3000:]}")
+
+
+async def tipstream_worker(settings: Settings, expected_rows: int) -> float:
+    """Seconds from the worker's first batch to its last ``tip_feedback`` row written."""
+    worker = WorkerProcess(settings, app_id=f"{settings.app_id}-worker")
+    worker.start()
+    started = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if worker.process is not None and worker.process.poll() is not None:
+                    raise RuntimeError(f"worker exited:\n{worker.log()}")
+                try:
+                    async with http.get(worker.url + "/metrics") as response:
+                        text = await response.text()
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+                    continue
+                batches = _sample(text, "tipstream_batch_events_count")
+                rows = _sample(text, "tipstream_feedback_rows_written_total")
+                now = time.perf_counter()
+                if started is None and batches > 0:
+                    started = now
+                if rows >= expected_rows and started is not None:
+                    return now - started
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+
+
+def _sample(metrics_text: str, name: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def run_worker_bench(
+    settings: Settings, pairs: int = 20_000, users: int = 2_000
+) -> dict[str, float]:
+    settings = await _create_topics(settings)
+    shows, feedback = make_events(pairs, users)
+    await _fill(settings, shows, feedback)
+    raw_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=False)
+    validated_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=True)
+    naive_s = naive_faust(settings, 2 * pairs)
+    worker_s = await tipstream_worker(settings, pairs)
+    rates = {
+        "raw_aiokafka_orjson_eps": pairs / raw_s,
+        "raw_aiokafka_validated_eps": pairs / validated_s,
+        "naive_faust_table_eps": 2 * pairs / naive_s,
+        "tipstream_worker_eps": 2 * pairs / worker_s,
+    }
+    rates["worker_vs_naive_faust"] = rates["tipstream_worker_eps"] / rates["naive_faust_table_eps"]
+    rates["worker_vs_raw"] = rates["tipstream_worker_eps"] / rates["raw_aiokafka_orjson_eps"]
+    return rates
