@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Coroutine, MutableMapping
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ import faust
 import numpy as np
 import orjson
 from faust.tables.manager import TableManager
+from faust.types import TP
 from faust.web import Request, Response, View
 from mode.types.signals import BaseSignalT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "user-state"
 MIN_UPDATES_TIMEOUT_S = 10.0
+STALL_S = 10.0  # a lagging input partition with no progress this long is read again
 
 
 class StateTable(faust.Table[str, bytes]):
@@ -134,6 +137,8 @@ class Worker:
             self.metrics,
         )
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
+        self._reread: dict[TP, tuple[int, float]] = {}
+        self._progress: dict[TP, tuple[int, float]] = {}
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._register()
@@ -155,6 +160,11 @@ class Worker:
         async def feedback_loop(stream: Any) -> None:
             worker.ack_gate.install(app.consumer)
             await worker.sink.start()
+            log.info(
+                "feedback loop started: serving %s, shadows %s",
+                worker.serving.name,
+                [p.name for p in worker.policies[1:]] or "none",
+            )
             try:
                 async for events in stream.take_events(
                     worker.settings.batch_max, worker.settings.batch_within_s
@@ -166,6 +176,10 @@ class Worker:
                     await _uncancellable(worker.process_batch(batch))
             finally:
                 await worker.sink.stop()
+
+        @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
+        async def _reread_missed() -> None:
+            await worker.reread_missed()
 
         @app.on_rebalance_complete.connect
         def _on_rebalance(
@@ -183,6 +197,52 @@ class Worker:
         ):
             view_class = type(view.__name__, (view,), {"worker": worker})
             app.page(path)(view_class)
+
+    async def reread_missed(self) -> None:
+        """Seek back to input events that were not processed, once the stream is steady.
+
+        Two cases: a hole the ack gate saw (faust skipped or dropped an event before a later
+        one), and a partition with lag that makes no progress for ``STALL_S`` (its tail
+        never reached the stream; seen after faust's start-up seek). Reading again is
+        idempotent, so a false alarm only costs work.
+        """
+        if self.app.rebalancing or not self.app.flow_control.is_active():
+            return
+        consumer = self.app.consumer
+        holes = self.ack_gate.holes()
+        now = time.monotonic()
+        inputs = [
+            tp
+            for tp in consumer.assignment()
+            if tp.topic in (self.settings.topic_shown, self.settings.topic_feedback)
+        ]
+        # End offsets from the broker: a partition the fetcher never read has none locally.
+        ends = await consumer.highwaters(*inputs) if inputs else {}
+        for tp in inputs:
+            key = (tp.topic, tp.partition)
+            target = holes.get(key)
+            if target is None:
+                target = self._stalled_at(tp, ends.get(tp), now)
+            if target is None:
+                continue
+            last = self._reread.get(tp)
+            if last and last[0] == target and now - last[1] < STALL_S:
+                continue
+            log.warning("re-reading %s[%d] from offset %d, which was not processed", *tp, target)
+            self.metrics.rereads.inc()
+            self._reread[tp] = (target, now)
+            await consumer.seek(tp, target)
+
+    def _stalled_at(self, tp: TP, highwater: int | None, now: float) -> int | None:
+        next_offset = self.ack_gate.next_offset((tp.topic, tp.partition))
+        if next_offset is None or highwater is None or next_offset >= highwater:
+            self._progress.pop(tp, None)
+            return None
+        seen = self._progress.get(tp)
+        if seen is None or seen[0] != next_offset:
+            self._progress[tp] = (next_offset, now)
+            return None
+        return next_offset if now - seen[1] >= STALL_S else None
 
     async def process_batch(self, batch: list[RawEvent]) -> None:
         await self.pipeline.handle(batch)
@@ -420,6 +480,8 @@ class _HealthView(_WorkerView):
                 "partitions": sorted(self.worker.active_partitions()),
                 "policy": self.worker.serving.name,
                 "shadow_policies": [p.name for p in self.worker.policies[1:]],
+                # Input offsets faust skipped that are waiting to be read again (ackgate).
+                "holes": {f"{t}[{p}]": o for (t, p), o in self.worker.ack_gate.holes().items()},
             },
             200 if ready else 503,
         )

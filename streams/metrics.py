@@ -20,6 +20,7 @@ class WorkerMetrics:
         "feedback_waiting",
         "processing_lag",
         "registry",
+        "rereads",
         "reward_latency",
         "rows_written",
         "score_requests",
@@ -72,6 +73,11 @@ class WorkerMetrics:
         )
         self.sink_retries = Counter(
             "tipstream_sink_retries", "PostgreSQL writes retried after an error.", registry=r
+        )
+        self.rereads = Counter(
+            "tipstream_rereads",
+            "Seeks back to input events that were not processed (skipped by faust, or a stall).",
+            registry=r,
         )
         self.score_requests = Counter(
             "tipstream_score_requests",

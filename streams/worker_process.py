@@ -17,6 +17,8 @@ from pydantic import SecretStr
 
 from streams.settings import Settings
 
+LOG_LEVELS = frozenset({"crit", "error", "warn", "info", "debug"})
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -39,6 +41,8 @@ class WorkerProcess:
     """``tipstream worker`` in a child process with the given settings."""
 
     def __init__(self, settings: Settings, *, loglevel: str = "warn", **overrides: Any) -> None:
+        if loglevel not in LOG_LEVELS:
+            raise ValueError(f"loglevel must be one of {sorted(LOG_LEVELS)}")
         self.loglevel = loglevel
         self.data_dir = tempfile.mkdtemp(prefix="tipstream-worker-")
         self.settings = settings.model_copy(
@@ -61,7 +65,7 @@ class WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
         env.update(settings_env(self.settings))
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 (our own module, a validated log level)
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel],
             env=env,
             stdout=self._log,

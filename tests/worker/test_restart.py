@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -81,6 +83,14 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
             except TimeoutError as exc:
                 for name, proc in (("first", first), ("second", second)):
                     shutil.copy(proc.log_path, f"/tmp/tipstream-restart-{run}-{name}.log")
+                _, health = await second.get("/healthz")
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(second.url + "/metrics") as response,
+                ):
+                    metrics = await response.text()
+                state = Path(f"/tmp/tipstream-restart-{run}-state.txt")
+                await asyncio.to_thread(state.write_text, f"{health}\n{metrics}")
                 raise AssertionError(f"{exc}\n-- first worker:\n{first.log()}"
                                      f"\n-- second worker:\n{second.log()}") from exc
             assert {row["status"] for row in rows.values()} == {"applied"}

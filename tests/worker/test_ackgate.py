@@ -1,0 +1,56 @@
+"""The ack gate never lets faust commit past an event that was not processed."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.ackgate import AckGate, _Msg
+
+
+@given(
+    n=st.integers(min_value=1, max_value=60),
+    dropped=st.sets(st.integers(min_value=0, max_value=59)),  # never reached the stream
+    skipped=st.sets(st.integers(min_value=0, max_value=59)),  # reached it, acked unprocessed
+)
+def test_commits_stop_at_the_first_unprocessed_offset_and_resume_after_a_reread(
+    n: int, dropped: set[int], skipped: set[int]
+) -> None:
+    gate = AckGate({"t"}, start=lambda tp: 0)  # the partition's committed offset
+    lost = sorted(o for o in dropped | skipped if o < n)
+    allowed = []
+    for offset in range(n):
+        if offset in dropped:
+            continue
+        if offset not in skipped:
+            gate.mark_processed([("t", 0, offset)])
+        if gate.allow(_Msg("t", 0, offset)):
+            allowed.append(offset)
+    if not lost:
+        assert allowed == list(range(n))
+        return
+    assert all(o < lost[0] for o in allowed)
+    if not gate.holes():
+        # Nothing after the first lost offset reached the gate: nothing was acked past it,
+        # so nothing is committed past it; the next start reads it.
+        assert all(o in dropped for o in range(lost[0], n))
+        return
+    assert gate.holes() == {("t", 0): lost[0]}
+    # The worker seeks back to the hole; everything from there is read and processed.
+    for offset in range(lost[0], n):
+        gate.mark_processed([("t", 0, offset)])
+        if gate.allow(_Msg("t", 0, offset)):
+            allowed.append(offset)
+    assert sorted(set(allowed)) == list(range(n))
+    assert gate.holes() == {}
+
+
+def test_without_a_known_start_the_first_message_begins_the_run() -> None:
+    gate = AckGate({"t"})
+    gate.mark_processed([("t", 0, 5), ("t", 0, 6), ("t", 0, 8)])
+    assert [gate.allow(_Msg("t", 0, o)) for o in (5, 6, 8)] == [True, True, False]
+    assert gate.holes() == {("t", 0): 7}
+
+
+def test_other_topics_pass_through() -> None:
+    assert AckGate({"t"}).allow(_Msg("changelog", 0, 5))
