@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -30,7 +31,12 @@ async def ensure_topics(settings: Settings) -> TopicReport:
             await admin.create_topics(
                 [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
             )
-            existing = await _partition_counts(admin, names)
+            # A new topic's partitions reach the metadata a moment after it is created.
+            for _ in range(100):
+                existing = await _partition_counts(admin, names)
+                if all(name in existing for name in names):
+                    break
+                await asyncio.sleep(0.1)
     finally:
         await admin.close()
     shown, feedback = existing.get(settings.topic_shown), existing.get(settings.topic_feedback)

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
+from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
 from tests.worker.events import Producer, feedback, shown, wait_for_rows
@@ -45,8 +46,13 @@ async def test_pooled_policy_serves_and_shadows_learn(
         for u in users:
             _, stats = await worker.get(f"/stats/egreedy/{u}")
             assert stats["pulls"] == 5
+        # The prior is pooled per partition: the new user must share one with trained users.
+        trained = {partition_for(u, topics.partitions) for u in users}
+        newcomer = next(
+            f"new-{run}-{i}" for i in range(1000) if partition_for(f"new-{run}-{i}", 8) in trained
+        )
         body = {
-            "user_id": f"new-{run}",
+            "user_id": newcomer,
             "candidates": CANDIDATES,
             "context": {"hour_of_day": 9, "day_of_week": 4},
             "seed": 1,
