@@ -8,26 +8,39 @@ import sys
 
 import typer
 
-from streams.settings import get_settings
-from streams.topics import TopicLayoutError, ensure_topics
+from streams.settings import Settings, get_settings
+from streams.topics import TopicLayoutError, TopicReport, ensure_topics
+
+_LOG_LEVELS = {
+    "crit": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
 
 topics_app = typer.Typer(
     help="Kafka topics: create what is missing, check partition counts.", no_args_is_help=True
 )
 
 
-@topics_app.command("ensure")
-def topics_ensure() -> None:
-    """Create missing topics and database tables; refuse if the input topics differ."""
-    settings = get_settings()
+def _ensure_topics_or_exit(settings: Settings) -> TopicReport:
+    """Exit 2 on a topic layout that cannot be co-partitioned, 1 when Kafka is unreachable."""
     try:
-        report = asyncio.run(ensure_topics(settings))
+        return asyncio.run(ensure_topics(settings))
     except TopicLayoutError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except Exception as exc:
         typer.echo(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create missing topics and database tables; refuse if the input topics differ."""
+    settings = get_settings()
+    report = _ensure_topics_or_exit(settings)
     asyncio.run(_migrate(settings.database_url))
     for name, count in report.partitions.items():
         state = "created" if name in report.created else "exists"
@@ -55,23 +68,17 @@ def worker(
 
     from streams.app import Worker  # noqa: PLC0415
 
+    if loglevel not in _LOG_LEVELS:
+        typer.echo(f"error: --loglevel must be one of {', '.join(_LOG_LEVELS)}", err=True)
+        raise typer.Exit(2)
     settings = get_settings()
-    try:
-        asyncio.run(ensure_topics(settings))
-    except TopicLayoutError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except Exception as exc:
-        typer.echo(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    _ensure_topics_or_exit(settings)
     try:
         tipstream = Worker(settings)
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING")
-    )
+    logging.basicConfig(level=_LOG_LEVELS[loglevel])
     FaustWorker(tipstream.app, loglevel=loglevel, quiet=True).execute_from_commandline()
     sys.exit(0)
 
