@@ -22,6 +22,7 @@ from bandit.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.linucb import LinUCBV1
 from bandit.pooled import PooledV1
 from bandit.pooled_mix import PooledMixV1
+from bandit.pooled_mix2 import PooledMixV2
 
 POLICY_NAMES: tuple[str, ...] = (
     RandomPolicy.name,
@@ -30,6 +31,7 @@ POLICY_NAMES: tuple[str, ...] = (
     EpsilonGreedyV2.name,
     PooledV1.name,
     PooledMixV1.name,
+    PooledMixV2.name,
 )
 ORACLE_NAME = OraclePolicy.name
 
@@ -52,6 +54,8 @@ def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
         return PooledV1()
     if name == PooledMixV1.name:
         return PooledMixV1()
+    if name == PooledMixV2.name:
+        return PooledMixV2()
     raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
 
 
