@@ -62,7 +62,9 @@ JudgeName = Literal["rule", "llm", "external"]
 Via = Literal["worker", "inprocess"]
 
 # Policies the worker's /score/egreedy can answer for (when it serves them).
-WORKER_POLICIES = frozenset({"egreedy-v1", "egreedy-v2", "linucb-v1", "pooled-v1", "pooledmix-v1"})
+WORKER_POLICIES = frozenset(
+    {"egreedy-v1", "egreedy-v2", "linucb-v1", "pooled-v1", "pooledmix-v1", "pooledmix-v2"}
+)
 IN_PROCESS_ONLY = frozenset({"random", "oracle"})
 
 
