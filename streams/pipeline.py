@@ -19,7 +19,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +29,14 @@ from streams.joiner import FeedbackRow, Joiner
 from streams.metrics import WorkerMetrics
 from streams.partitioning import partition_for
 from streams.settings import Settings
-from streams.state import SIM_SEPARATOR, UserRecord, key_partition, shared_key, user_key
+from streams.state import (
+    SIM_SEPARATOR,
+    UserRecord,
+    is_shared_key,
+    key_partition,
+    shared_key,
+    user_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +147,7 @@ class Pipeline:
         heap: list[tuple[int, str]] = []
         shows = feedback = 0
         for key, blob in list(self.store.items()):
-            if key_partition(key, self.settings.partitions) != partition:
-                continue
-            if key.startswith("\x1e"):
+            if is_shared_key(key) or key_partition(key, self.settings.partitions) != partition:
                 continue
             record = UserRecord.decode(blob)
             deadline = record.next_deadline_ms()
@@ -258,7 +263,7 @@ class Pipeline:
                 user_id, _, run_id = key.partition(SIM_SEPARATOR)
                 groups[key] = _Group(user_id, run_id or None, partition, [], [])
 
-    def _load_shared(self, groups: Any) -> dict[tuple[str, str | None, int], Any]:
+    def _load_shared(self, groups: Iterable[_Group]) -> dict[tuple[str, str | None, int], Any]:
         shared: dict[tuple[str, str | None, int], Any] = {}
         for group in groups:
             for policy in self.pooled:
