@@ -23,9 +23,11 @@ amortised, negligible for d ≤ 20). A and b are exact sums, so they are the gro
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from bandit.base import FloatArray
 
@@ -146,3 +148,105 @@ class Ridge:
             reward_sq_sum=reward_sq_sum,
             since_sync=since_sync,
         )
+
+
+@dataclass(slots=True)
+class RidgeStack:
+    """M ridge regressions of one dimension as stacked arrays (M × d × d and M × d), so that a
+    pooled policy's per-event work over all M types is a handful of batched numpy calls
+    instead of M small ones (the mixture policies' update went from ~0.7 ms to ~0.1 ms).
+
+    Row m behaves exactly like a ``Ridge``: ``update`` is ``Ridge.update`` applied to each
+    row with weight w_m > 0 (rows with w_m = 0 are left alone), with the same periodic
+    re-sync, and ``encode`` writes the M ``Ridge`` encodings back to back.
+
+    >>> s = RidgeStack.new(2, dim=2)
+    >>> s.update(np.array([1.0, 0.0]), 1.0, np.array([1.0, 0.0]))
+    >>> s.thetas(np.zeros((2, 2))).tolist()
+    [[0.5, 0.0], [0.0, 0.0]]
+    >>> [r.pulls for r in s], len(RidgeStack.decode(s.encode(), m=2, dim=2))
+    ([1, 0], 2)
+    """
+
+    lam: FloatArray  # M × d
+    a: FloatArray  # M × d × d
+    a_inv: FloatArray  # M × d × d
+    b: FloatArray  # M × d
+    pulls: npt.NDArray[np.int64]
+    reward_sum: FloatArray
+    reward_sq_sum: FloatArray
+    since_sync: npt.NDArray[np.int64]
+
+    @classmethod
+    def new(cls, m: int, dim: int, lam: float | FloatArray = 1.0) -> RidgeStack:
+        if m < 1:
+            raise ValueError("a ridge stack needs at least one row")
+        return cls.of([Ridge.new(dim, lam) for _ in range(m)])
+
+    @classmethod
+    def of(cls, ridges: Sequence[Ridge]) -> RidgeStack:
+        return cls(
+            lam=np.stack([r.lam for r in ridges]),
+            a=np.stack([r.a for r in ridges]),
+            a_inv=np.stack([r.a_inv for r in ridges]),
+            b=np.stack([r.b for r in ridges]),
+            pulls=np.array([r.pulls for r in ridges], dtype=np.int64),
+            reward_sum=np.array([r.reward_sum for r in ridges], dtype=np.float64),
+            reward_sq_sum=np.array([r.reward_sq_sum for r in ridges], dtype=np.float64),
+            since_sync=np.array([r.since_sync for r in ridges], dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.b.shape[0])
+
+    def __getitem__(self, i: int) -> Ridge:
+        """Row i as a ``Ridge`` (its arrays are copies: reading, not updating)."""
+        return Ridge(
+            lam=self.lam[i].copy(),
+            a=self.a[i].copy(),
+            a_inv=self.a_inv[i].copy(),
+            b=self.b[i].copy(),
+            pulls=int(self.pulls[i]),
+            reward_sum=float(self.reward_sum[i]),
+            reward_sq_sum=float(self.reward_sq_sum[i]),
+            since_sync=int(self.since_sync[i]),
+        )
+
+    def __iter__(self) -> Iterator[Ridge]:
+        return (self[i] for i in range(len(self)))
+
+    def thetas(self, priors: FloatArray) -> FloatArray:
+        """Row m's A⁻¹ (Λ prior_m + b) for an M × d array of prior means."""
+        rhs = self.lam * priors + self.b
+        return np.asarray(np.einsum("mij,mj->mi", self.a_inv, rhs), dtype=np.float64)
+
+    def update(self, x: FloatArray, reward: float, weights: FloatArray) -> None:
+        """``Ridge.update(x, reward, w_m)`` on every row m with w_m > 0."""
+        # Whole-array arithmetic: a row with w = 0 gets exact zero increments (0·x xᵀ, and a
+        # Sherman–Morrison step scaled by 0), which is cheaper than gathering the others.
+        w = np.where(weights > 0.0, weights, 0.0)
+        hit = (w > 0.0).astype(np.int64)
+        self.a += w[:, None, None] * np.outer(x, x)
+        self.b += (w * reward)[:, None] * x
+        ax = self.a_inv @ x  # M × d
+        scale = w / (1.0 + w * (ax @ x))
+        self.a_inv -= scale[:, None, None] * (ax[:, :, None] * ax[:, None, :])
+        self.pulls += hit
+        self.reward_sum += hit * reward
+        self.reward_sq_sum += hit * (reward * reward)
+        self.since_sync += hit
+        for m in np.flatnonzero(self.since_sync >= RESYNC_EVERY):
+            inv = np.linalg.solve(self.a[m], np.eye(x.shape[0], dtype=np.float64))
+            self.a_inv[m] = 0.5 * (inv + inv.T)
+            self.since_sync[m] = 0
+
+    def encode(self) -> bytes:
+        return b"".join(r.encode() for r in self)
+
+    @classmethod
+    def decode(cls, data: bytes, *, m: int, dim: int) -> RidgeStack:
+        """Inverse of ``encode`` for M rows of dimension ``dim``; ValueError otherwise."""
+        if m < 1 or len(data) % m:
+            raise ValueError(f"ridge stack of {len(data)} bytes for {m} rows")
+        size = len(data) // m
+        return cls.of([Ridge.decode(data[i * size : (i + 1) * size], dim=dim) for i in range(m)])

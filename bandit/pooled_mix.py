@@ -30,7 +30,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -38,7 +38,7 @@ import numpy as np
 from bandit.base import Choice, FloatArray, Moment, Policy, Task
 from bandit.explore import design, epsilon_greedy_draw, epsilon_greedy_probabilities, first_argmax
 from bandit.features import V2_DIM, features_v2
-from bandit.linear import Ridge
+from bandit.linear import Ridge, RidgeStack
 
 
 def default_prototypes() -> FloatArray:
@@ -48,7 +48,7 @@ def default_prototypes() -> FloatArray:
     return np.array(rows, dtype=np.float64)
 
 
-def _need(shared: list[Ridge] | None) -> list[Ridge]:
+def _need(shared: RidgeStack | None) -> RidgeStack:
     if shared is None:
         raise ValueError("pooledmix-v1 needs its shared state (new_shared)")
     return shared
@@ -57,25 +57,28 @@ def _need(shared: list[Ridge] | None) -> list[Ridge]:
 class PooledMixV1(Policy):
     """Per-user ridge shrunk towards the best-fitting of M pooled types; ε-greedy on top."""
 
-    __slots__ = ("c", "epsilon_min", "lam_pool", "lam_user", "prototypes", "sigma2")
+    __slots__ = ("c", "epsilon_min", "fmap", "lam_pool", "lam_user", "prototypes", "sigma2")
     name: ClassVar[str] = "pooledmix-v1"
 
     def __init__(
         self,
         *,
         prototypes: FloatArray | None = None,
-        lam_user: float = 4.0,
+        lam_user: float | FloatArray = 4.0,
         lam_pool: float = 1.0,
         sigma2: float = 0.45,
         c: float = 0.1,
         epsilon_min: float = 0.02,
+        fmap: Callable[[Moment, Task], FloatArray] = features_v2,
     ) -> None:
         protos = default_prototypes() if prototypes is None else np.asarray(prototypes, float)
         if protos.ndim != 2 or protos.shape[1] != V2_DIM or protos.shape[0] < 1:
             raise ValueError(f"prototypes must be an M × {V2_DIM} array")
-        if not (lam_user > 0 and lam_pool > 0 and sigma2 > 0 and c >= 0 and 0 <= epsilon_min <= 1):
+        positive = bool(np.all(np.asarray(lam_user) > 0)) and lam_pool > 0 and sigma2 > 0
+        if not (positive and c >= 0 and 0 <= epsilon_min <= 1):
             raise ValueError("need lam_user, lam_pool, sigma2 > 0, c ≥ 0, 0 ≤ epsilon_min ≤ 1")
         self.prototypes = protos
+        self.fmap = fmap
         self.lam_user = lam_user
         self.lam_pool = lam_pool
         self.sigma2 = sigma2
@@ -85,19 +88,27 @@ class PooledMixV1(Policy):
     def new_user(self) -> Ridge:
         return Ridge.new(V2_DIM, self.lam_user)
 
-    def new_shared(self) -> list[Ridge]:
-        return [Ridge.new(V2_DIM, self.lam_pool) for _ in self.prototypes]
+    def new_shared(self) -> RidgeStack:
+        return RidgeStack.new(len(self.prototypes), V2_DIM, self.lam_pool)
 
-    def type_thetas(self, shared: list[Ridge] | None) -> list[FloatArray]:
-        return [r.theta(prior=m) for r, m in zip(_need(shared), self.prototypes, strict=True)]
+    def type_thetas(self, shared: RidgeStack | None) -> FloatArray:
+        """M × d: each type's ridge solution shrunk towards its prior mean."""
+        return _need(shared).thetas(self.prototypes)
 
-    def type_posterior(self, user: Ridge, thetas: Sequence[FloatArray]) -> FloatArray:
-        """softmax(−SSE_m / 2σ²) over the types, from the user's own data."""
-        ll = np.array([-user.sse(t) / (2.0 * self.sigma2) for t in thetas])
+    def type_posterior(self, user: Ridge, thetas: FloatArray) -> FloatArray:
+        """softmax(−SSE_m / 2σ²) over the types, from the user's own data (``Ridge.sse``
+        for every row of ``thetas`` at once)."""
+        gram = user.a - np.diag(user.lam)
+        sse = (
+            user.reward_sq_sum
+            - 2.0 * (thetas @ user.b)
+            + np.einsum("mi,ij,mj->m", thetas, gram, thetas)
+        )
+        ll = -sse / (2.0 * self.sigma2)
         w = np.exp(ll - ll.max())
         return np.asarray(w / w.sum(), dtype=np.float64)
 
-    def theta(self, user: Ridge, shared: list[Ridge] | None) -> FloatArray:
+    def theta(self, user: Ridge, shared: RidgeStack | None) -> FloatArray:
         thetas = self.type_thetas(shared)
         best = first_argmax(self.type_posterior(user, thetas))
         return user.theta(prior=thetas[best])
@@ -106,13 +117,13 @@ class PooledMixV1(Policy):
         return min(1.0, max(self.epsilon_min, self.c / math.sqrt(user.pulls + 1)))
 
     def _greedy(
-        self, user: Ridge, shared: list[Ridge] | None, moment: Moment, tasks: Sequence[Task]
+        self, user: Ridge, shared: RidgeStack | None, moment: Moment, tasks: Sequence[Task]
     ) -> tuple[int, FloatArray]:
-        scores = design(features_v2, moment, tasks) @ self.theta(user, shared)
+        scores = design(self.fmap, moment, tasks) @ self.theta(user, shared)
         return first_argmax(scores), scores
 
     def probabilities(
-        self, user: Ridge, shared: list[Ridge] | None, moment: Moment, tasks: Sequence[Task]
+        self, user: Ridge, shared: RidgeStack | None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
         greedy, _ = self._greedy(user, shared, moment, tasks)
         return epsilon_greedy_probabilities(greedy, len(tasks), self.epsilon_for(user))
@@ -120,7 +131,7 @@ class PooledMixV1(Policy):
     def choose(
         self,
         user: Ridge,
-        shared: list[Ridge] | None,
+        shared: RidgeStack | None,
         moment: Moment,
         tasks: Sequence[Task],
         rng: np.random.Generator,
@@ -134,14 +145,12 @@ class PooledMixV1(Policy):
         )
 
     def update(
-        self, user: Ridge, shared: list[Ridge] | None, moment: Moment, task: Task, reward: float
+        self, user: Ridge, shared: RidgeStack | None, moment: Moment, task: Task, reward: float
     ) -> None:
         types = _need(shared)
-        x = features_v2(moment, task)
+        x = self.fmap(moment, task)
         weights = self.type_posterior(user, self.type_thetas(types))
-        for ridge, w in zip(types, weights, strict=True):
-            if w > 1e-9:
-                ridge.update(x, reward, weight=float(w))
+        types.update(x, reward, np.where(weights > 1e-9, weights, 0.0))
         user.update(x, reward)
 
     def encode_user(self, user: Ridge) -> bytes:
@@ -150,12 +159,8 @@ class PooledMixV1(Policy):
     def decode_user(self, data: bytes) -> Ridge:
         return Ridge.decode(data, dim=V2_DIM)
 
-    def encode_shared(self, shared: list[Ridge]) -> bytes:
-        return b"".join(r.encode() for r in shared)
+    def encode_shared(self, shared: RidgeStack) -> bytes:
+        return shared.encode()
 
-    def decode_shared(self, data: bytes) -> list[Ridge]:
-        m = len(self.prototypes)
-        if m == 0 or len(data) % m:
-            raise ValueError(f"pooledmix-v1 shared state of {len(data)} bytes for {m} types")
-        size = len(data) // m
-        return [Ridge.decode(data[i * size : (i + 1) * size], dim=V2_DIM) for i in range(m)]
+    def decode_shared(self, data: bytes) -> RidgeStack:
+        return RidgeStack.decode(data, m=len(self.prototypes), dim=V2_DIM)
