@@ -64,3 +64,33 @@ def features_v2(moment: Moment, task: Task) -> FloatArray:
         ],
         dtype=np.float64,
     )
+
+
+V3_DIM = 5
+V3_TASK_COLUMNS = (1, 2)
+
+
+def features_v3(moment: Moment, task: Task) -> FloatArray:
+    """features_v2 with the task columns centred: intercept, (priority − 2.5)/3,
+    isOverdue − 0.3, morning, evening.
+
+    Centring (priority at its mean 2.5, overdue at its base rate 0.3) makes the intercept
+    the user's level at an average task instead of at priority 1. Users differ a lot in
+    priority slope but little in that level, so the two can be given separate, nearly
+    independent priors (``pooledmix-v3``); uncentred, a steep slope and a high intercept
+    go together and a prior on one mis-shrinks the other.
+
+    >>> [round(float(v), 3) for v in features_v3(Moment(19, 3), Task("t", 4, False, 1.0))]
+    [1.0, 0.5, -0.3, 0.0, 1.0]
+    """
+    h = moment.hour_of_day
+    return np.array(
+        [
+            1.0,
+            (task.priority - 2.5) / 3.0,
+            (1.0 if task.is_overdue else 0.0) - 0.3,
+            1.0 if 5 <= h < 10 else 0.0,
+            1.0 if 18 <= h < 22 else 0.0,
+        ],
+        dtype=np.float64,
+    )

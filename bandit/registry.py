@@ -23,6 +23,7 @@ from bandit.linucb import LinUCBV1
 from bandit.pooled import PooledV1
 from bandit.pooled_mix import PooledMixV1
 from bandit.pooled_mix2 import PooledMixV2
+from bandit.pooled_mix3 import PooledMixV3
 
 POLICY_NAMES: tuple[str, ...] = (
     RandomPolicy.name,
@@ -32,8 +33,12 @@ POLICY_NAMES: tuple[str, ...] = (
     PooledV1.name,
     PooledMixV1.name,
     PooledMixV2.name,
+    PooledMixV3.name,
 )
 ORACLE_NAME = OraclePolicy.name
+# The serving default (TIPSTREAM_POLICY): the best policy that meets issue 4's learning
+# targets on both persona sets (LEARNING.md).
+DEFAULT_POLICY = PooledMixV3.name
 
 
 class UnknownPolicyError(ValueError):
@@ -56,6 +61,8 @@ def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
         return PooledMixV1()
     if name == PooledMixV2.name:
         return PooledMixV2()
+    if name == PooledMixV3.name:
+        return PooledMixV3()
     raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
 
 
