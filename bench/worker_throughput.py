@@ -2,7 +2,8 @@
 
 1. raw aiokafka ``getmany`` + orjson decode of the feedback topic (the ceiling);
 2. a naive faust agent updating one table entry per event (the baseline);
-3. the tipstream worker: shows and feedback to state and ``tip_feedback`` rows.
+3. the tipstream worker: shows and feedback to state and ``tip_feedback`` rows, serving the
+   default policy (``pooledmix-v3``, a mixture of 15 pooled types) and then ``egreedy-v1``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bandit.registry import DEFAULT_POLICY
 from schemas.events import decode_feedback
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess, settings_env
@@ -158,9 +160,10 @@ def naive_faust(settings: Settings, expected: int) -> float:
     raise RuntimeError(f"naive faust agent failed:\n{result.stderr.decode()[-3000:]}")
 
 
-async def tipstream_worker(settings: Settings, expected_rows: int) -> float:
-    """Seconds from the worker's first batch to its last ``tip_feedback`` row written."""
-    worker = WorkerProcess(settings, app_id=f"{settings.app_id}-worker")
+async def tipstream_worker(settings: Settings, expected_rows: int, policy: str) -> float:
+    """Seconds from the worker's first batch to its last ``tip_feedback`` row written, the
+    worker serving (and so learning) ``policy``."""
+    worker = WorkerProcess(settings, app_id=f"{settings.app_id}-worker-{policy}", policy=policy)
     worker.start()
     started = None
     try:
@@ -202,13 +205,20 @@ async def run_worker_bench(
     raw_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=False)
     validated_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=True)
     naive_s = naive_faust(settings, 2 * pairs)
-    worker_s = await tipstream_worker(settings, pairs)
+    # The shipped default policy, then egreedy-v1 (the cheapest learner, the figure of
+    # earlier records); the second worker finds the rows already written (ON CONFLICT).
+    worker_s = await tipstream_worker(settings, pairs, DEFAULT_POLICY)
+    worker_v1_s = await tipstream_worker(settings, pairs, "egreedy-v1")
     rates = {
         "raw_aiokafka_orjson_eps": pairs / raw_s,
         "raw_aiokafka_validated_eps": pairs / validated_s,
         "naive_faust_table_eps": 2 * pairs / naive_s,
         "tipstream_worker_eps": 2 * pairs / worker_s,
+        "tipstream_worker_egreedy_v1_eps": 2 * pairs / worker_v1_s,
     }
     rates["worker_vs_naive_faust"] = rates["tipstream_worker_eps"] / rates["naive_faust_table_eps"]
+    rates["worker_egreedy_v1_vs_naive_faust"] = (
+        rates["tipstream_worker_egreedy_v1_eps"] / rates["naive_faust_table_eps"]
+    )
     rates["worker_vs_raw"] = rates["tipstream_worker_eps"] / rates["raw_aiokafka_orjson_eps"]
     return rates

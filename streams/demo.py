@@ -2,7 +2,8 @@
 
 1. the dev stack (``tipstream dev up``: Kafka + PostgreSQL on loopback);
 2. the worker (``tipstream worker``) as a child process, ready when ``/healthz`` answers;
-3. the five standard personas against ``egreedy-v1`` through the worker (rule judge);
+3. the five standard personas against the serving policy (``TIPSTREAM_POLICY``, by default
+   ``pooledmix-v3``) through the worker (rule judge);
 4. the same world (same seed) against ``random`` in-process;
 5. the report of both and their paired comparison (tables, PNG, HTML); the worker is stopped.
 """
@@ -22,10 +23,11 @@ async def _demo(settings: Settings, *, users: int, rounds: int, seed: int, out: 
     from streams.sim_cli import _print_summary, render_report  # noqa: PLC0415
 
     common = {"judge": "rule", "users": users, "rounds": rounds, "seed": seed}
-    print(f"demo: egreedy-v1 through the worker, {users} users x 5 personas x {rounds} rounds")
+    policy = settings.policy
+    print(f"demo: {policy} through the worker, {users} users x 5 personas x {rounds} rounds")
     learned = await sim.run_closed_loop(
         settings,
-        sim.SimConfig(policy="egreedy-v1", via="worker", epsilon=settings.epsilon, **common),  # type: ignore[arg-type]
+        sim.SimConfig(policy=policy, via="worker", epsilon=settings.epsilon, **common),  # type: ignore[arg-type]
     )
     _print_summary(learned)
     print("demo: random in-process, same seed (the same users, moments and candidates)")
@@ -34,7 +36,7 @@ async def _demo(settings: Settings, *, users: int, rounds: int, seed: int, out: 
         sim.SimConfig(policy="random", via="inprocess", **common),  # type: ignore[arg-type]
     )
     _print_summary(baseline)
-    print("demo: report, A = random, B = egreedy-v1")
+    print(f"demo: report, A = random, B = {policy}")
     document = await render_report(
         settings.database_url, baseline["run_id"], learned["run_id"], out
     )
@@ -54,7 +56,7 @@ def run_demo(
     except devstack.DevStackError as err:
         print(f"error: the dev stack did not start: {err}", file=sys.stderr)
         return 1
-    worker = WorkerProcess(base, policy="egreedy-v1")
+    worker = WorkerProcess(base)  # serves settings.policy
     print(f"demo: starting the worker on {worker.url} (log {worker.log_path})")
     worker.start()
     try:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bandit.registry import DEFAULT_POLICY
+
 DEV_KAFKA_PORT = 19092
 DEV_POSTGRES_PORT = 15432
 
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
     epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
-    policy: str = "egreedy-v1"
+    policy: str = DEFAULT_POLICY  # serves /score/egreedy
     shadow_policies: str = ""  # comma-separated names that learn without serving
     reward_wait_s: float = Field(default=86_400.0, gt=0)
     default_reward: float | None = None  # learned from on expiry when set

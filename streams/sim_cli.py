@@ -17,6 +17,8 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
+from bandit.registry import DEFAULT_POLICY
+
 T = TypeVar("T")
 
 
@@ -77,8 +79,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def simulate_command(  # noqa: PLR0917 - typer options
     policy: Annotated[
-        str, typer.Option(help="random, oracle, egreedy-v1, linucb-v1, ...")
-    ] = "egreedy-v1",
+        str,
+        typer.Option(
+            help="random, oracle, egreedy-v1, pooledmix-v3, ... (default: the served one)"
+        ),
+    ] = DEFAULT_POLICY,
     judge: Annotated[str, typer.Option(help="rule, llm or external")] = "rule",
     users: Annotated[int, typer.Option(help="users per persona")] = 1,
     rounds: Annotated[int, typer.Option(help="rounds per user")] = 50,
@@ -296,8 +301,9 @@ def demo_command(
     rounds: Annotated[int, typer.Option(help="rounds per user")] = 200,
     seed: Annotated[int, typer.Option(help="the world both runs face")] = 7,
 ) -> None:
-    """Start the stack and the worker, play the five personas against egreedy-v1 through the
-    worker and against random in-process (same seed), and report the comparison."""
+    """Start the stack and the worker, play the five personas against the serving policy
+    (TIPSTREAM_POLICY) through the worker and against random in-process (same seed), and
+    report the comparison."""
     from streams.demo import run_demo  # noqa: PLC0415
 
     try:

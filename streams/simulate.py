@@ -40,6 +40,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from bandit.base import Choice, Moment, Policy, Task
+from bandit.registry import DEFAULT_POLICY, POLICY_NAMES
 from bandit.reward import reward_milli
 from judges.base import Judge, Judgment
 from judges.personas import Persona, load_personas
@@ -62,10 +63,8 @@ JudgeName = Literal["rule", "llm", "external"]
 Via = Literal["worker", "inprocess"]
 
 # Policies the worker's /score/egreedy can answer for (when it serves them).
-WORKER_POLICIES = frozenset(
-    {"egreedy-v1", "egreedy-v2", "linucb-v1", "pooled-v1", "pooledmix-v1", "pooledmix-v2"}
-)
 IN_PROCESS_ONLY = frozenset({"random", "oracle"})
+WORKER_POLICIES = frozenset(POLICY_NAMES) - IN_PROCESS_ONLY
 
 
 class SimUsageError(ValueError):
@@ -80,7 +79,7 @@ class SimFailedError(RuntimeError):
 class SimConfig:
     """What one run plays; stored as ``sim_runs.config``."""
 
-    policy: str = "egreedy-v1"
+    policy: str = DEFAULT_POLICY
     judge: JudgeName = "rule"
     users: int = 1  # per persona
     rounds: int = 10

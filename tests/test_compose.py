@@ -163,3 +163,15 @@ def test_images_run_the_tipstream_cli(compose: dict[str, Any]) -> None:
     assert services["simulator"]["command"][0] == "simulate"
     for name in ("worker", "simulator"):
         assert services[name]["build"] == "."
+
+
+def test_simulator_plays_the_policy_the_worker_serves(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `simulate` goes through the worker only for the policy the worker serves; any other
+    # policy would silently run in-process and leave the worker idle.
+    services = compose["services"]
+    command = [str(part) for part in services["simulator"]["command"]]
+    policy = command[command.index("--policy") + 1]
+    assert policy == _settings_for(services["worker"], monkeypatch).policy
+    assert policy == _settings_for(services["simulator"], monkeypatch).policy

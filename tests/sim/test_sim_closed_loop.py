@@ -104,7 +104,9 @@ async def test_same_seed_same_judgments_and_random_faces_the_same_world(
 
 @pytest.fixture
 async def worker(topics: Settings, database: str) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(topics)
+    # A per-user policy: the determinism check below needs state that depends only on the
+    # user's own events (a pooled prior also depends on the order users' feedback arrives).
+    process = WorkerProcess(topics, policy="egreedy-v1")
     process.start()
     try:
         await process.wait_ready()

@@ -91,8 +91,9 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
                     metrics = await response.text()
                 state = Path(f"/tmp/tipstream-restart-{run}-state.txt")
                 await asyncio.to_thread(state.write_text, f"{health}\n{metrics}")
-                raise AssertionError(f"{exc}\n-- first worker:\n{first.log()}"
-                                     f"\n-- second worker:\n{second.log()}") from exc
+                raise AssertionError(
+                    f"{exc}\n-- first worker:\n{first.log()}\n-- second worker:\n{second.log()}"
+                ) from exc
             assert {row["status"] for row in rows.values()} == {"applied"}
             count = await pg.fetchval(
                 "SELECT count(*) FROM tip_feedback WHERE user_id = ANY($1)", users

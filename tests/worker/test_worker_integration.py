@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from bandit.registry import DEFAULT_POLICY
 from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.worker_process import WorkerProcess
@@ -264,9 +265,12 @@ async def test_score_answers_and_rejects_bad_requests(worker: WorkerProcess) -> 
     status, answer = await worker.post("/score/egreedy", body)
     assert status == 200, answer
     assert answer["tip_id"] in {"a", "b"}
-    assert answer["policy"] == "egreedy-v1"
-    # A fresh user: all scores tie, greedy picks the first; exact ε-greedy propensities.
-    assert answer["propensity"] == pytest.approx(0.95 if answer["tip_id"] == "a" else 0.05)
+    assert answer["policy"] == DEFAULT_POLICY == worker.settings.policy
+    # A fresh user: ε = 0.1 over two candidates, so the greedy tip has 0.95 and the other
+    # 0.05 (exact ε-greedy propensities); an unexplored answer is the greedy tip.
+    assert answer["propensity"] in (pytest.approx(0.95), pytest.approx(0.05))
+    if not answer["explored"]:
+        assert answer["propensity"] == pytest.approx(0.95)
     again = await worker.post("/score/egreedy", body)
     assert again == (200, answer)  # the same seed draws the same exploration
     status, error = await worker.post("/score/egreedy", {**body, "candidates": []})
