@@ -268,6 +268,7 @@ class WorkerChooser:
         self.name = policy_name
         self.run_id = run_id
         self.url = f"http://{settings.web_host}:{settings.web_port}/score/egreedy"
+        self.feedback_topic = settings.topic_feedback
         self.session = session
         self.shared = None
 
@@ -306,6 +307,13 @@ class WorkerChooser:
                     answer = await response.json(content_type=None)
                     if response.status == 504 and attempt < 2:
                         continue  # the worker had not learned yet; ask again
+                    if response.status == 504:
+                        raise SimFailedError(
+                            f"worker answered 504 for {user.user_id}: {answer}. It did not "
+                            "apply this user's last feedback in three tries: it may be behind "
+                            f"on a backlog in {self.feedback_topic} (other runs' "
+                            "traffic); let it catch up, or use other topics and app id"
+                        )
                     if response.status != 200:
                         raise SimFailedError(
                             f"worker answered {response.status} for {user.user_id}: {answer}"
