@@ -22,6 +22,7 @@ amortised, negligible for d ≤ 20). A and b are exact sums, so they are the gro
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -241,12 +242,68 @@ class RidgeStack:
             self.since_sync[m] = 0
 
     def encode(self) -> bytes:
-        return b"".join(r.encode() for r in self)
+        """The M rows' ``Ridge.encode`` back to back, built as one structured array (the
+        worker writes a pooled policy's stack once per batch and partition)."""
+        m, d = self.b.shape
+        rows = np.empty(m, dtype=_row_dtype(d))
+        rows["version"] = CODEC_VERSION
+        rows["dim"] = d
+        rows["pulls"] = self.pulls
+        rows["since_sync"] = self.since_sync
+        rows["reward_sum"] = self.reward_sum
+        rows["reward_sq_sum"] = self.reward_sq_sum
+        rows["lam"] = self.lam
+        rows["a"] = self.a.reshape(m, d * d)
+        rows["a_inv"] = self.a_inv.reshape(m, d * d)
+        rows["b"] = self.b
+        return rows.tobytes()
 
     @classmethod
     def decode(cls, data: bytes, *, m: int, dim: int) -> RidgeStack:
-        """Inverse of ``encode`` for M rows of dimension ``dim``; ValueError otherwise."""
-        if m < 1 or len(data) % m:
-            raise ValueError(f"ridge stack of {len(data)} bytes for {m} rows")
-        size = len(data) // m
-        return cls.of([Ridge.decode(data[i * size : (i + 1) * size], dim=dim) for i in range(m)])
+        """Inverse of ``encode`` for M rows of dimension ``dim``; ValueError on a wrong
+        length, version or dimension, or on non-finite numbers or a λ ≤ 0 (as ``Ridge``)."""
+        dtype = _row_dtype(dim)
+        if m < 1 or len(data) != m * dtype.itemsize:
+            raise ValueError(
+                f"ridge stack of {len(data)} bytes, not {m} rows of {dtype.itemsize} bytes"
+            )
+        rows = np.frombuffer(data, dtype=dtype)
+        if np.any(rows["version"] != CODEC_VERSION) or np.any(rows["dim"] != dim):
+            raise ValueError(f"ridge stack rows are not version {CODEC_VERSION}, dimension {dim}")
+        # The float body of every row in one aligned copy: λ, A, A⁻¹, b.
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(m, dtype.itemsize)
+        body = np.ascontiguousarray(raw[:, _HEADER.size :]).view("<f8").astype(np.float64)
+        sums = np.stack([rows["reward_sum"], rows["reward_sq_sum"]]).astype(np.float64)
+        dd = dim * dim
+        lam = body[:, :dim]
+        if not (np.all(np.isfinite(body)) and np.all(np.isfinite(sums)) and np.all(lam > 0)):
+            raise ValueError("ridge stack holds non-finite numbers or a λ ≤ 0")
+        return cls(
+            lam=lam,
+            a=body[:, dim : dim + dd].reshape(m, dim, dim),
+            a_inv=body[:, dim + dd : dim + 2 * dd].reshape(m, dim, dim),
+            b=body[:, dim + 2 * dd :],
+            pulls=rows["pulls"].astype(np.int64),
+            reward_sum=sums[0],
+            reward_sq_sum=sums[1],
+            since_sync=rows["since_sync"].astype(np.int64),
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _row_dtype(d: int) -> np.dtype[np.void]:
+    """One ``Ridge.encode`` record as a packed structured dtype (``_HEADER`` then the body)."""
+    return np.dtype(
+        [
+            ("version", "u1"),
+            ("dim", "<u2"),
+            ("pulls", "<u8"),
+            ("since_sync", "<u4"),
+            ("reward_sum", "<f8"),
+            ("reward_sq_sum", "<f8"),
+            ("lam", "<f8", (d,)),
+            ("a", "<f8", (d * d,)),
+            ("a_inv", "<f8", (d * d,)),
+            ("b", "<f8", (d,)),
+        ]
+    )

@@ -154,3 +154,21 @@ def test_ridge_stack_equals_rows_updated_one_by_one(seed: int, m: int, n: int) -
     np.testing.assert_array_equal(back.a_inv, stack.a_inv)
     with pytest.raises(ValueError, match="bytes"):
         RidgeStack.decode(stack.encode()[:-1], m=m, dim=d)
+
+
+def test_ridge_stack_decode_rejects_corrupt_rows() -> None:
+    stack = RidgeStack.new(3, 2)
+    stack.update(np.array([1.0, 2.0]), 0.5, np.ones(3))
+    data = bytearray(stack.encode())
+    size = len(data) // 3
+    wrong_version = bytearray(data)
+    wrong_version[size] = 9  # the second row's version byte
+    with pytest.raises(ValueError, match="version"):
+        RidgeStack.decode(bytes(wrong_version), m=3, dim=2)
+    with pytest.raises(ValueError, match="bytes"):
+        RidgeStack.decode(bytes(data), m=3, dim=3)
+    not_finite = bytearray(data)
+    not_finite[-8:] = np.array([np.nan]).tobytes()  # the last row's last b entry
+    with pytest.raises(ValueError, match="non-finite"):
+        RidgeStack.decode(bytes(not_finite), m=3, dim=2)
+    assert RidgeStack.decode(bytes(data), m=3, dim=2).encode() == bytes(data)
