@@ -38,7 +38,7 @@ itself, and the gate starts afresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,3 +138,20 @@ class AckGate:
             return original(message) if self.allow(message) else False
 
         consumer.ack = ack
+
+
+def input_lag(
+    ends: Mapping[tuple[str, int], int], next_offset: Callable[[tuple[str, int]], int | None]
+) -> dict[tuple[str, int], int]:
+    """Events behind the end per partition: end offset − next offset to process (never
+    negative); partitions whose next offset is not known yet are left out.
+
+    >>> input_lag({("t", 0): 10, ("t", 1): 5, ("t", 2): 4}, {("t", 0): 7, ("t", 2): 6}.get)
+    {('t', 0): 3, ('t', 2): 0}
+    """
+    lags: dict[tuple[str, int], int] = {}
+    for tp, end in ends.items():
+        nxt = next_offset(tp)
+        if nxt is not None:
+            lags[tp] = max(0, end - nxt)
+    return lags

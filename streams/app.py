@@ -10,7 +10,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Coroutine, MutableMapping
+from collections.abc import Coroutine, Mapping, MutableMapping
 from typing import Any, cast
 
 import aiohttp
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bandit.base import Moment, Policy, Task
 from bandit.registry import make_policy
 from schemas.events import rfc3339
-from streams.ackgate import AckGate
+from streams.ackgate import AckGate, input_lag
 from streams.metrics import WorkerMetrics
 from streams.partitioning import partition_for
 from streams.pipeline import DeadLetter, Pipeline, RawEvent
@@ -143,6 +143,7 @@ class Worker:
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._reread: dict[TP, tuple[int, float]] = {}
         self._progress: dict[TP, tuple[int, float]] = {}
+        self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._register()
@@ -222,6 +223,7 @@ class Worker:
         ]
         # End offsets from the broker: a partition the fetcher never read has none locally.
         ends = await consumer.highwaters(*inputs) if inputs else {}
+        self._publish_lag(ends)
         for tp in inputs:
             key = (tp.topic, tp.partition)
             target = holes.get(key)
@@ -236,6 +238,17 @@ class Worker:
             self.metrics.rereads.inc()
             self._reread[tp] = (target, now)
             await consumer.seek(tp, target)
+
+    def _publish_lag(self, ends: Mapping[TP, int]) -> None:
+        """Per assigned input partition, events behind the broker's end (unknown until the
+        partition's start offset is): for /healthz and the lag gauge."""
+        self.input_lag = input_lag(
+            {(tp.topic, tp.partition): end for tp, end in ends.items()},
+            self.ack_gate.next_offset,
+        )
+        self.metrics.input_lag.clear()
+        for (topic, partition), lag in self.input_lag.items():
+            self.metrics.input_lag.labels(topic, str(partition)).set(lag)
 
     def _stalled_at(self, tp: TP, highwater: int | None, now: float) -> int | None:
         next_offset = self.ack_gate.next_offset((tp.topic, tp.partition))
@@ -486,6 +499,8 @@ class _HealthView(_WorkerView):
                 "shadow_policies": [p.name for p in self.worker.policies[1:]],
                 # Input offsets faust skipped that are waiting to be read again (ackgate).
                 "holes": {f"{t}[{p}]": o for (t, p), o in self.worker.ack_gate.holes().items()},
+                # Input events not processed yet; a large figure means a backlog to read.
+                "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self.worker.input_lag.items())},
             },
             200 if ready else 503,
         )

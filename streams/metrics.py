@@ -18,6 +18,7 @@ class WorkerMetrics:
         "deadlettered",
         "events",
         "feedback_waiting",
+        "input_lag",
         "processing_lag",
         "registry",
         "rereads",
@@ -77,6 +78,13 @@ class WorkerMetrics:
         self.rereads = Counter(
             "tipstream_rereads",
             "Seeks back to input events that were not processed (skipped by faust, or a stall).",
+            registry=r,
+        )
+        self.input_lag = Gauge(
+            "tipstream_input_lag_events",
+            "Input events not yet processed per assigned partition (broker end offset − next "
+            "offset to process), refreshed every 2 s.",
+            ["topic", "partition"],
             registry=r,
         )
         self.score_requests = Counter(

@@ -312,7 +312,8 @@ class WorkerChooser:
                             f"worker answered 504 for {user.user_id}: {answer}. It did not "
                             "apply this user's last feedback in three tries: it may be behind "
                             f"on a backlog in {self.feedback_topic} (other runs' "
-                            "traffic); let it catch up, or use other topics and app id"
+                            "traffic; its /healthz shows the lag); let it catch up, or use other "
+                            "topics and app id"
                         )
                     if response.status != 200:
                         raise SimFailedError(
