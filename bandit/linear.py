@@ -97,8 +97,13 @@ class Ridge:
     def sse(self, theta: FloatArray) -> float:
         """Σ (r − θ·x)² over the data seen (unit weights), from the sufficient statistics
         (a model's fit on this data, e.g. to compare candidate priors)."""
+        return float(self.sse_many(theta[None, :])[0])
+
+    def sse_many(self, thetas: FloatArray) -> FloatArray:
+        """``sse`` for every row of an M × d array of models at once."""
         gram = self.a - np.diag(self.lam)
-        return self.reward_sq_sum - 2.0 * float(theta @ self.b) + float(theta @ gram @ theta)
+        quad = np.einsum("mi,ij,mj->m", thetas, gram, thetas)
+        return np.asarray(self.reward_sq_sum - 2.0 * (thetas @ self.b) + quad, dtype=np.float64)
 
     def resync(self) -> None:
         """Recompute A⁻¹ from A (O(d³)), discarding accumulated rounding error."""

@@ -96,15 +96,8 @@ class PooledMixV1(Policy):
         return _need(shared).thetas(self.prototypes)
 
     def type_posterior(self, user: Ridge, thetas: FloatArray) -> FloatArray:
-        """softmax(−SSE_m / 2σ²) over the types, from the user's own data (``Ridge.sse``
-        for every row of ``thetas`` at once)."""
-        gram = user.a - np.diag(user.lam)
-        sse = (
-            user.reward_sq_sum
-            - 2.0 * (thetas @ user.b)
-            + np.einsum("mi,ij,mj->m", thetas, gram, thetas)
-        )
-        ll = -sse / (2.0 * self.sigma2)
+        """softmax(−SSE_m / 2σ²) over the types, from the user's own data."""
+        ll = -user.sse_many(thetas) / (2.0 * self.sigma2)
         w = np.exp(ll - ll.max())
         return np.asarray(w / w.sum(), dtype=np.float64)
 
