@@ -16,6 +16,9 @@ from bandit.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.features import features_v1, features_v2
 from bandit.linucb import LinUCBV1
 from bandit.pooled import PooledV1
+from bandit.pooled_mix import PooledMixV1
+from bandit.pooled_mix2 import PooledMixV2
+from bandit.pooled_mix3 import PooledMixV3
 from bandit.registry import POLICY_NAMES, UnknownPolicyError, make_oracle, make_policy
 
 
@@ -51,6 +54,9 @@ ALL: list[Callable[[], Policy]] = [
     LinUCBV1,
     EpsilonGreedyV2,
     PooledV1,
+    lambda: PooledMixV1(c=0.8),  # the mixtures: a large ε so every index is drawn often
+    lambda: PooledMixV2(c=0.8),
+    lambda: PooledMixV3(c=0.8),
     lambda: OraclePolicy(reward_of),
 ]
 
