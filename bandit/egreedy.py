@@ -3,6 +3,7 @@
 ``egreedy-v1`` is the former production policy, kept exactly (SIMULATION.md): features_v1
 (7-d, no intercept), A = I, b = 0, constant ε; greedy ties go to the first maximum.
 
+>>> import numpy as np
 >>> from bandit.base import Moment, Task
 >>> pol = EpsilonGreedyV1(epsilon=0.1)
 >>> user = pol.new_user()
@@ -17,24 +18,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-import numpy as np
-
-from bandit.base import Choice, FloatArray, Moment, Policy, Task
-from bandit.explore import (
-    design,
-    epsilon_greedy_draw,
-    epsilon_greedy_probabilities,
-    first_argmax,
-)
+from bandit.base import FloatArray, Moment, Task
+from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design
 from bandit.features import V1_DIM, V2_DIM, features_v1, features_v2
 from bandit.linear import Ridge
 
 
-class LinearEpsilonGreedy(Policy):
+class LinearEpsilonGreedy(EpsilonGreedyScores):
     """Per-user ridge (A = λI, b = 0) with ε-greedy exploration; subclasses fix the details."""
 
     __slots__ = ("dim", "fmap", "lam")
@@ -47,37 +40,13 @@ class LinearEpsilonGreedy(Policy):
         self.dim = dim
         self.lam = lam
 
-    def epsilon_for(self, user: Ridge) -> float:
-        raise NotImplementedError
-
     def new_user(self) -> Ridge:
         return Ridge.new(self.dim, self.lam)
 
-    def _greedy(self, user: Ridge, moment: Moment, tasks: Sequence[Task]) -> tuple[int, FloatArray]:
-        scores = design(self.fmap, moment, tasks) @ user.theta()
-        return first_argmax(scores), scores
-
-    def probabilities(
+    def scores(
         self, user: Ridge, shared: None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
-        greedy, _ = self._greedy(user, moment, tasks)
-        return epsilon_greedy_probabilities(greedy, len(tasks), self.epsilon_for(user))
-
-    def choose(
-        self,
-        user: Ridge,
-        shared: None,
-        moment: Moment,
-        tasks: Sequence[Task],
-        rng: np.random.Generator,
-    ) -> Choice:
-        greedy, scores = self._greedy(user, moment, tasks)
-        k, eps = len(tasks), self.epsilon_for(user)
-        index, explored = epsilon_greedy_draw(greedy, k, eps, rng)
-        p = epsilon_greedy_probabilities(greedy, k, eps)[index]
-        return Choice(
-            index=index, propensity=float(p), explored=explored, score=float(scores[index])
-        )
+        return design(self.fmap, moment, tasks) @ user.theta()
 
     def update(self, user: Ridge, shared: None, moment: Moment, task: Task, reward: float) -> None:
         user.update(self.fmap(moment, task), reward)
@@ -125,4 +94,4 @@ class EpsilonGreedyV2(LinearEpsilonGreedy):
         self.epsilon_min = epsilon_min
 
     def epsilon_for(self, user: Ridge) -> float:
-        return min(1.0, max(self.epsilon_min, self.c / math.sqrt(user.pulls + 1)))
+        return decaying_epsilon(self.c, self.epsilon_min, user.pulls)

@@ -12,11 +12,13 @@ uniform branch was taken (it may land on the greedy index).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from bandit.base import FloatArray, Moment, Task
+from bandit.base import Choice, FloatArray, Moment, Policy, Task
 
 
 def design(
@@ -70,3 +72,43 @@ def draw_from(p: FloatArray, rng: np.random.Generator) -> int:
     while p[i] <= 0.0:  # only reachable through rounding at the very end of the CDF
         i -= 1
     return i
+
+
+def decaying_epsilon(c: float, epsilon_min: float, pulls: int) -> float:
+    """ε_t = max(ε_min, c / sqrt(t + 1)) for a user with t pulls, capped at 1."""
+    return min(1.0, max(epsilon_min, c / math.sqrt(pulls + 1)))
+
+
+class EpsilonGreedyScores(Policy):
+    """ε-greedy over a subclass's ``scores``: the greedy index is the first maximum, so the
+    choice is deterministic given the state and every propensity is exact."""
+
+    __slots__ = ()
+
+    def scores(self, user: Any, shared: Any, moment: Moment, tasks: Sequence[Task]) -> FloatArray:
+        raise NotImplementedError
+
+    def epsilon_for(self, user: Any) -> float:
+        raise NotImplementedError
+
+    def probabilities(
+        self, user: Any, shared: Any, moment: Moment, tasks: Sequence[Task]
+    ) -> FloatArray:
+        greedy = first_argmax(self.scores(user, shared, moment, tasks))
+        return epsilon_greedy_probabilities(greedy, len(tasks), self.epsilon_for(user))
+
+    def choose(
+        self,
+        user: Any,
+        shared: Any,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Choice:
+        scores = self.scores(user, shared, moment, tasks)
+        greedy, k, eps = first_argmax(scores), len(tasks), self.epsilon_for(user)
+        index, explored = epsilon_greedy_draw(greedy, k, eps, rng)
+        p = epsilon_greedy_probabilities(greedy, k, eps)[index]
+        return Choice(
+            index=index, propensity=float(p), explored=explored, score=float(scores[index])
+        )

@@ -20,14 +20,13 @@ decaying ε_t = max(ε_min, c / sqrt(t + 1)), so propensities are exact.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from bandit.base import Choice, FloatArray, Moment, Policy, Task
-from bandit.explore import design, epsilon_greedy_draw, epsilon_greedy_probabilities, first_argmax
+from bandit.base import FloatArray, Moment, Task
+from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design
 from bandit.features import V2_DIM, features_v2
 from bandit.linear import Ridge
 
@@ -38,7 +37,7 @@ def _need(shared: Ridge | None) -> Ridge:
     return shared
 
 
-class PooledV1(Policy):
+class PooledV1(EpsilonGreedyScores):
     """Hierarchical ridge: user model shrunk towards a pooled model, ε-greedy on top."""
 
     __slots__ = ("c", "dim", "epsilon_min", "fmap", "lam_pool", "lam_user")
@@ -75,39 +74,16 @@ class PooledV1(Policy):
         return Ridge.new(self.dim, self.lam_pool)
 
     def epsilon_for(self, user: Ridge) -> float:
-        return min(1.0, max(self.epsilon_min, self.c / math.sqrt(user.pulls + 1)))
+        return decaying_epsilon(self.c, self.epsilon_min, user.pulls)
 
     def theta(self, user: Ridge, shared: Ridge | None) -> FloatArray:
         """The user's model: shrunk towards the pooled θ (needs the shared state)."""
         return user.theta(prior=_need(shared).theta())
 
-    def _greedy(
-        self, user: Ridge, shared: Ridge | None, moment: Moment, tasks: Sequence[Task]
-    ) -> tuple[int, FloatArray]:
-        scores = design(self.fmap, moment, tasks) @ self.theta(user, shared)
-        return first_argmax(scores), scores
-
-    def probabilities(
+    def scores(
         self, user: Ridge, shared: Ridge | None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
-        greedy, _ = self._greedy(user, shared, moment, tasks)
-        return epsilon_greedy_probabilities(greedy, len(tasks), self.epsilon_for(user))
-
-    def choose(
-        self,
-        user: Ridge,
-        shared: Ridge | None,
-        moment: Moment,
-        tasks: Sequence[Task],
-        rng: np.random.Generator,
-    ) -> Choice:
-        greedy, scores = self._greedy(user, shared, moment, tasks)
-        k, eps = len(tasks), self.epsilon_for(user)
-        index, explored = epsilon_greedy_draw(greedy, k, eps, rng)
-        p = epsilon_greedy_probabilities(greedy, k, eps)[index]
-        return Choice(
-            index=index, propensity=float(p), explored=explored, score=float(scores[index])
-        )
+        return design(self.fmap, moment, tasks) @ self.theta(user, shared)
 
     def update(
         self, user: Ridge, shared: Ridge | None, moment: Moment, task: Task, reward: float

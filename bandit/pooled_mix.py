@@ -29,14 +29,13 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from bandit.base import Choice, FloatArray, Moment, Policy, Task
-from bandit.explore import design, epsilon_greedy_draw, epsilon_greedy_probabilities, first_argmax
+from bandit.base import FloatArray, Moment, Task
+from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design, first_argmax
 from bandit.features import V2_DIM, features_v2
 from bandit.linear import Ridge, RidgeStack
 
@@ -54,7 +53,7 @@ def _need(shared: RidgeStack | None) -> RidgeStack:
     return shared
 
 
-class PooledMixV1(Policy):
+class PooledMixV1(EpsilonGreedyScores):
     """Per-user ridge shrunk towards the best-fitting of M pooled types; ε-greedy on top."""
 
     __slots__ = ("c", "epsilon_min", "fmap", "lam_pool", "lam_user", "prototypes", "sigma2")
@@ -107,35 +106,12 @@ class PooledMixV1(Policy):
         return user.theta(prior=thetas[best])
 
     def epsilon_for(self, user: Ridge) -> float:
-        return min(1.0, max(self.epsilon_min, self.c / math.sqrt(user.pulls + 1)))
+        return decaying_epsilon(self.c, self.epsilon_min, user.pulls)
 
-    def _greedy(
-        self, user: Ridge, shared: RidgeStack | None, moment: Moment, tasks: Sequence[Task]
-    ) -> tuple[int, FloatArray]:
-        scores = design(self.fmap, moment, tasks) @ self.theta(user, shared)
-        return first_argmax(scores), scores
-
-    def probabilities(
+    def scores(
         self, user: Ridge, shared: RidgeStack | None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
-        greedy, _ = self._greedy(user, shared, moment, tasks)
-        return epsilon_greedy_probabilities(greedy, len(tasks), self.epsilon_for(user))
-
-    def choose(
-        self,
-        user: Ridge,
-        shared: RidgeStack | None,
-        moment: Moment,
-        tasks: Sequence[Task],
-        rng: np.random.Generator,
-    ) -> Choice:
-        greedy, scores = self._greedy(user, shared, moment, tasks)
-        k, eps = len(tasks), self.epsilon_for(user)
-        index, explored = epsilon_greedy_draw(greedy, k, eps, rng)
-        p = epsilon_greedy_probabilities(greedy, k, eps)[index]
-        return Choice(
-            index=index, propensity=float(p), explored=explored, score=float(scores[index])
-        )
+        return design(self.fmap, moment, tasks) @ self.theta(user, shared)
 
     def update(
         self, user: Ridge, shared: RidgeStack | None, moment: Moment, task: Task, reward: float
