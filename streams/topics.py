@@ -25,8 +25,11 @@ async def ensure_topics(settings: Settings) -> TopicReport:
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     await admin.start()
     try:
-        existing = await _partition_counts(admin, names)
-        missing = [name for name in names if name not in existing]
+        # Listing never creates a topic; describing a missing one would, on a broker with
+        # auto.create.topics.enable, at the broker's default partition count, not ours.
+        listed = set(await admin.list_topics())
+        missing = [name for name in names if name not in listed]
+        existing = await _partition_counts(admin, [n for n in names if n in listed])
         if missing:
             await admin.create_topics(
                 [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
@@ -55,6 +58,8 @@ async def ensure_topics(settings: Settings) -> TopicReport:
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    if not names:  # describe_topics([]) would describe every topic
+        return {}
     described = await admin.describe_topics(names)
     counts: dict[str, int] = {}
     for topic in described:

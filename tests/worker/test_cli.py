@@ -38,13 +38,17 @@ async def test_topics_ensure_creates_then_refuses_mismatched_inputs(
             "topic_shown": f"cli.shown.{suffix}",
             "topic_feedback": f"cli.feedback.{suffix}",
             "topic_deadletter": f"cli.dead.{suffix}",
+            # Not the broker's default (8): the dev broker auto-creates topics, and a
+            # metadata request for a missing topic used to create it with 8 partitions.
+            "partitions": 3,
         }
     )
     created = tipstream(fresh, "topics", "ensure")
     assert created.returncode == 0, created.stderr
-    assert f"cli.shown.{suffix}: 8 partitions (created)" in created.stdout
+    assert f"cli.shown.{suffix}: 3 partitions (created)" in created.stdout
+    assert f"cli.dead.{suffix}: 3 partitions (created)" in created.stdout
     again = tipstream(fresh, "topics", "ensure")
-    assert f"cli.shown.{suffix}: 8 partitions (exists)" in again.stdout
+    assert f"cli.shown.{suffix}: 3 partitions (exists)" in again.stdout
 
     admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs())
     await admin.start()
