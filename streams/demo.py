@@ -9,7 +9,9 @@
 
 The demo plays on its own topics (``demo.tips.*``) under its own app id, so that traffic
 left on the production topics by other runs (``tipstream compare`` writes millions of
-events there) is not a backlog its worker must read before it can answer.
+events there) is not a backlog its worker must read before it can answer. Its topics have
+two partitions: pooled policies pool per partition, and the demo's ten users spread over
+eight partitions would leave one or two users per pool (README, known limits).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ async def _demo(settings: Settings, *, users: int, rounds: int, seed: int, out: 
     print(f"demo: the page is {document['comparison_html']}")
 
 
+DEMO_PARTITIONS = 2
+
+
 def demo_settings(settings: Settings) -> Settings:
     """``settings`` moved to the demo's own topics and consumer group."""
     return settings.model_copy(
@@ -56,6 +61,7 @@ def demo_settings(settings: Settings) -> Settings:
             "topic_feedback": "demo." + settings.topic_feedback,
             "topic_deadletter": "demo." + settings.topic_deadletter,
             "app_id": settings.app_id + "-demo",
+            "partitions": DEMO_PARTITIONS,
         }
     )
 

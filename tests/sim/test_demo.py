@@ -11,7 +11,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bandit.registry import DEFAULT_POLICY
-from streams.demo import demo_settings
+from streams.demo import DEMO_PARTITIONS, demo_settings
 from streams.settings import Settings
 from tests.sim.simhelpers import cli_env
 
@@ -27,6 +27,7 @@ def test_demo_settings_move_topics_and_group_only(settings: Settings) -> None:
         "demo." + settings.topic_deadletter,
     )
     assert demo.app_id == settings.app_id + "-demo"
+    assert demo.partitions == DEMO_PARTITIONS
     assert demo.policy == settings.policy == DEFAULT_POLICY
     assert (demo.kafka_bootstrap, demo.database_url) == (
         settings.kafka_bootstrap,
