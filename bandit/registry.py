@@ -25,16 +25,18 @@ from bandit.pooled_mix import PooledMixV1
 from bandit.pooled_mix2 import PooledMixV2
 from bandit.pooled_mix3 import PooledMixV3
 
-POLICY_NAMES: tuple[str, ...] = (
-    RandomPolicy.name,
-    EpsilonGreedyV1.name,
-    LinUCBV1.name,
-    EpsilonGreedyV2.name,
-    PooledV1.name,
-    PooledMixV1.name,
-    PooledMixV2.name,
-    PooledMixV3.name,
-)
+# Wire name → a fresh policy, given the ε of egreedy-v1 (the others ignore it).
+_FACTORIES: dict[str, Callable[[float], Policy]] = {
+    RandomPolicy.name: lambda _: RandomPolicy(),
+    EpsilonGreedyV1.name: lambda epsilon: EpsilonGreedyV1(epsilon=epsilon),
+    LinUCBV1.name: lambda _: LinUCBV1(),
+    EpsilonGreedyV2.name: lambda _: EpsilonGreedyV2(),
+    PooledV1.name: lambda _: PooledV1(),
+    PooledMixV1.name: lambda _: PooledMixV1(),
+    PooledMixV2.name: lambda _: PooledMixV2(),
+    PooledMixV3.name: lambda _: PooledMixV3(),
+}
+POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 ORACLE_NAME = OraclePolicy.name
 # The serving default (TIPSTREAM_POLICY): the best policy that meets issue 4's learning
 # targets on both persona sets (LEARNING.md).
@@ -47,23 +49,10 @@ class UnknownPolicyError(ValueError):
 
 def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
     """A fresh policy object for a wire name (see POLICY_NAMES)."""
-    if name == RandomPolicy.name:
-        return RandomPolicy()
-    if name == EpsilonGreedyV1.name:
-        return EpsilonGreedyV1(epsilon=epsilon)
-    if name == LinUCBV1.name:
-        return LinUCBV1()
-    if name == EpsilonGreedyV2.name:
-        return EpsilonGreedyV2()
-    if name == PooledV1.name:
-        return PooledV1()
-    if name == PooledMixV1.name:
-        return PooledMixV1()
-    if name == PooledMixV2.name:
-        return PooledMixV2()
-    if name == PooledMixV3.name:
-        return PooledMixV3()
-    raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    return factory(epsilon)
 
 
 def make_oracle(expected_reward: Callable[[Moment, Task], float]) -> OraclePolicy:

@@ -1,13 +1,17 @@
-"""pooledmix-v3: centred features, the per-feature prior, the mixture's identification of a
-user's type (propensities and codecs: tests/bandit/test_policies.py)."""
+"""pooledmix-v3: centred features, the per-feature prior (with v2's), the mixture's
+identification of a user's type (propensities and codecs: tests/bandit/test_policies.py)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from bandit.base import Moment, Task
+from bandit.base import FloatArray, Moment, Task
 from bandit.features import features_v2, features_v3
+from bandit.pooled_mix import PooledMixV1
+from bandit.pooled_mix2 import PooledMixV2
 from bandit.pooled_mix3 import V3_USER_LAMBDA, PooledMixV3, centred_grid
 from bandit.registry import make_policy
 from tests.bandit.test_policies import reward_of, world
@@ -32,21 +36,31 @@ def test_features_v3_is_features_v2_with_the_task_columns_centred() -> None:
             np.testing.assert_allclose(shift, [0.0, 0.5, 0.3, 0.0, 0.0], atol=1e-12)
 
 
-def test_user_model_is_ridge_shrunk_towards_its_type_with_per_feature_lambda() -> None:
-    pol = PooledMixV3(lam_pool=1e6)  # types stay at their prior means
+@pytest.mark.parametrize(
+    ("pol", "fmap", "lam_diag"),
+    [
+        (PooledMixV2(lam_pool=1e6), features_v2, (4.0, 8.0, 8.0, 4.0, 4.0)),
+        (PooledMixV3(lam_pool=1e6), features_v3, V3_USER_LAMBDA),
+    ],
+    ids=["pooledmix-v2", "pooledmix-v3"],
+)
+def test_user_model_is_ridge_shrunk_towards_its_type_with_per_feature_lambda(
+    pol: PooledMixV1, fmap: Callable[[Moment, Task], FloatArray], lam_diag: tuple[float, ...]
+) -> None:
+    # lam_pool = 1e6: the types stay at their prior means.
     user, shared = pol.new_user(), pol.new_shared()
     rng = np.random.default_rng(7)
     xs, ys = [], []
     for _ in range(25):
         moment, tasks = world(rng)
         task = tasks[int(rng.integers(len(tasks)))]
-        xs.append(features_v3(moment, task))
+        xs.append(fmap(moment, task))
         ys.append(reward_of(moment, task))
         pol.update(user, shared, moment, task, ys[-1])
     thetas = pol.type_thetas(shared)
     best = int(np.argmax(pol.type_posterior(user, thetas)))
     xm, ym = np.array(xs), np.array(ys)
-    lam = np.diag(V3_USER_LAMBDA)
+    lam = np.diag(lam_diag)
     want = np.linalg.solve(lam + xm.T @ xm, lam @ thetas[best] + xm.T @ ym)
     np.testing.assert_allclose(pol.theta(user, shared), want, atol=1e-9)
 
