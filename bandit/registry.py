@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bandit.base import Moment, Policy, Task
-from bandit.baselines import OraclePolicy, RandomPolicy
-from bandit.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
-from bandit.linucb import LinUCBV1
-from bandit.pooled import PooledV1
-from bandit.pooled_mix import PooledMixV1
-from bandit.pooled_mix2 import PooledMixV2
-from bandit.pooled_mix3 import PooledMixV3
+from bandit.policies.baselines import OraclePolicy, RandomPolicy
+from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
+from bandit.policies.linucb import LinUCBV1
+from bandit.policies.pooled import PooledV1
+from bandit.policies.pooled_mix import PooledMixV1
+from bandit.policies.pooled_mix2 import PooledMixV2
+from bandit.policies.pooled_mix3 import PooledMixV3
 
 # Wire name → a fresh policy, given the ε of egreedy-v1 (the others ignore it).
 _FACTORIES: dict[str, Callable[[float], Policy]] = {

@@ -15,7 +15,7 @@ import orjson
 
 from bench.sim_load import run_load_bench
 from bench.worker_throughput import run_worker_bench
-from streams.devstack import ensure_up
+from streams.dev.devstack import ensure_up
 from streams.settings import get_settings
 
 

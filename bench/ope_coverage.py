@@ -2,7 +2,7 @@
 
 For each seed: one real simulation run (``tipstream simulate --judge rule --via inprocess``,
 Kafka + sim_events) logged by ``--logging`` (default egreedy-v1, the former production
-policy), then ``streams.evaluate`` on that run for each target. The rule judge knows the
+policy), then ``streams.analysis.evaluate`` on that run for each target. The rule judge knows the
 target's true value on the same contexts: Σ_k π_k E[r_k] with π the replayed target's
 probabilities. Counts, per target, the seeds whose DR interval contains it (issue 4's target:
 ≥ 18 of 20). A statistical property, hence a benchmark and not a pass/fail test.
@@ -20,7 +20,7 @@ import time
 
 import orjson
 
-from streams.evaluate import evaluate_log, load_run
+from streams.analysis.evaluate import evaluate_log, load_run
 from streams.settings import get_settings
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 
 from streams.settings import Settings, get_settings
-from streams.simulate import Publisher, SimConfig, make_producer, run_load
+from streams.sim.simulate import Publisher, SimConfig, make_producer, run_load
 
 SIM_SECONDS = 5.0
 PACED_RATE = 2000.0

@@ -24,8 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bandit.registry import DEFAULT_POLICY
 from schemas.events import decode_feedback
+from streams.dev.worker_process import WorkerProcess, settings_env
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess, settings_env
 
 
 def make_events(

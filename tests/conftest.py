@@ -21,7 +21,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.migrations import migrate
-from streams import devstack
+from streams.dev import devstack
 from streams.settings import Settings
 
 _STACK_FIXTURES = {"stack", "database", "pg", "topics"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bandit.ope import doubly_robust, ips, pad, snips
+from bandit.ope.estimators import doubly_robust, ips, pad, snips
 from bandit.stats import gap_closed, mean_ci, paired_diff_ci, t975
 
 

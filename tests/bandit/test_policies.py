@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.base import Moment, Policy, Task
-from bandit.baselines import OraclePolicy, RandomPolicy
-from bandit.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.features import features_v1, features_v2
-from bandit.linucb import LinUCBV1
-from bandit.pooled import PooledV1
-from bandit.pooled_mix import PooledMixV1
-from bandit.pooled_mix2 import PooledMixV2
-from bandit.pooled_mix3 import PooledMixV3
+from bandit.policies.baselines import OraclePolicy, RandomPolicy
+from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
+from bandit.policies.linucb import LinUCBV1
+from bandit.policies.pooled import PooledV1
+from bandit.policies.pooled_mix import PooledMixV1
+from bandit.policies.pooled_mix2 import PooledMixV2
+from bandit.policies.pooled_mix3 import PooledMixV3
 from bandit.registry import POLICY_NAMES, UnknownPolicyError, make_oracle, make_policy
 
 

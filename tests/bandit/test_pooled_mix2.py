@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandit.pooled_mix2 import PooledMixV2, grid_prototypes
+from bandit.policies.pooled_mix2 import PooledMixV2, grid_prototypes
 from bandit.registry import make_policy
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from bandit.base import FloatArray, Moment, Task
 from bandit.features import features_v2, features_v3
-from bandit.pooled_mix import PooledMixV1
-from bandit.pooled_mix2 import PooledMixV2
-from bandit.pooled_mix3 import V3_USER_LAMBDA, PooledMixV3, centred_grid
+from bandit.policies.pooled_mix import PooledMixV1
+from bandit.policies.pooled_mix2 import PooledMixV2
+from bandit.policies.pooled_mix3 import V3_USER_LAMBDA, PooledMixV3, centred_grid
 from bandit.registry import make_policy
 from tests.bandit.test_policies import reward_of, world
 

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.report import t_975
+from streams.analysis.report import t_975
+from streams.dev.worker_process import settings_env
 from streams.settings import Settings
-from streams.worker_process import settings_env
 
 
 async def run_rows(pg: asyncpg.Connection, run_id: str) -> list[dict[str, Any]]:

@@ -9,10 +9,10 @@ import asyncpg
 import pytest
 
 from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
-from streams.partitioning import partition_for
+from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.simulate import SimConfig, run_closed_loop
-from streams.worker_process import WorkerProcess
+from streams.sim.simulate import SimConfig, run_closed_loop
+from streams.worker.partitioning import partition_for
 from tests.sim.simhelpers import (
     assert_summary_matches_db,
     consume_run,

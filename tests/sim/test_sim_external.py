@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from streams.settings import Settings
-from streams.simulate import (
+from streams.sim.simulate import (
     JudgmentLinesError,
     SimConfig,
     run_external_judgments,

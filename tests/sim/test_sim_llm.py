@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from streams.settings import Settings
-from streams.simulate import SimConfig, run_closed_loop
+from streams.sim.simulate import SimConfig, run_closed_loop
 from tests.sim.simhelpers import run_rows
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from streams.settings import Settings
-from streams.simulate import Publisher, SimConfig, run_load
+from streams.sim.simulate import Publisher, SimConfig, run_load
 
 pytestmark = pytest.mark.integration
 

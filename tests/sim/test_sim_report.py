@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streams.report import (
+from streams.analysis.report import (
     IncomparableRunsError,
     check_comparable,
     compare,
@@ -21,9 +21,9 @@ from streams.report import (
     summarize,
     t_975,
 )
+from streams.cli.sim import render_report
 from streams.settings import Settings
-from streams.sim_cli import render_report
-from streams.simulate import SimConfig, run_closed_loop
+from streams.sim.simulate import SimConfig, run_closed_loop
 from tests.sim.simhelpers import run_cli
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from streams.sim_cli import register
+from streams.cli.sim import register
 
 GOOD = {
     "name": "ok", "description": "d", "prefers_high_priority": 0.5, "prefers_overdue": 0.5,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.ackgate import AckGate, _Msg
+from streams.worker.ackgate import AckGate, _Msg
 
 
 @given(

@@ -10,8 +10,8 @@ import sys
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.dev.worker_process import settings_env
 from streams.settings import Settings
-from streams.worker_process import settings_env
 
 pytestmark = pytest.mark.integration
 

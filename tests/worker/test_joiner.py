@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bandit.egreedy import EpsilonGreedyV1
+from bandit.policies.egreedy import EpsilonGreedyV1
 from schemas.events import TipFeedback, TipShown
-from streams.joiner import Joiner
-from streams.state import UserRecord
+from streams.worker.joiner import Joiner
+from streams.worker.state import UserRecord
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)

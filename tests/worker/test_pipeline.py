@@ -8,14 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
-from bandit.egreedy import EpsilonGreedyV1
+from bandit.policies.egreedy import EpsilonGreedyV1
 from schemas.events import TipShown
-from streams.joiner import FeedbackRow, Joiner
-from streams.metrics import WorkerMetrics
-from streams.partitioning import partition_for
-from streams.pipeline import DeadLetter, Pipeline, RawEvent
 from streams.settings import Settings
-from streams.state import UserRecord
+from streams.worker.joiner import FeedbackRow, Joiner
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.partitioning import partition_for
+from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.worker.state import UserRecord
 from tests.worker.events import feedback, shown
 
 SETTINGS = Settings()

@@ -7,9 +7,9 @@ import uuid
 import asyncpg
 import pytest
 
-from streams.partitioning import partition_for
+from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
+from streams.worker.partitioning import partition_for
 from tests.worker.events import Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration

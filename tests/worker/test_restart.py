@@ -11,8 +11,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
 from tests.worker.events import Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ import asyncio
 import aiohttp
 import pytest
 
-from streams.partitioning import partition_for
+from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
+from streams.worker.partitioning import partition_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from bandit.registry import DEFAULT_POLICY
-from streams.partitioning import partition_for
+from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.worker_process import WorkerProcess
+from streams.worker.partitioning import partition_for
 from tests.worker.events import T0, Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration

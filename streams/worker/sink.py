@@ -17,8 +17,8 @@ import orjson
 
 from schemas.events import TipShown, from_epoch_ms
 from schemas.migrations import migrate
-from streams.joiner import FeedbackRow
-from streams.metrics import WorkerMetrics
+from streams.worker.joiner import FeedbackRow
+from streams.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

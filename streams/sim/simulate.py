@@ -55,9 +55,9 @@ from schemas.events import (
     encode,
     from_epoch_ms,
 )
-from streams.report import summarize
+from streams.analysis.report import summarize
 from streams.settings import Settings
-from streams.sim_store import EventRow, SimStore, connect_pool
+from streams.sim.store import EventRow, SimStore, connect_pool
 
 JudgeName = Literal["rule", "llm", "external"]
 Via = Literal["worker", "inprocess"]
@@ -192,7 +192,7 @@ class InProcessChooser:
         self.name = policy_name
         self._per_persona: dict[str, Policy] = {}
         if policy_name == "oracle":
-            from bandit.baselines import OraclePolicy  # noqa: PLC0415
+            from bandit.policies.baselines import OraclePolicy  # noqa: PLC0415
             from judges.rule import expected_reward  # noqa: PLC0415
 
             for persona in personas:
@@ -251,7 +251,7 @@ def make_policy(name: str, epsilon: float) -> Policy:
         return registry_make(name, epsilon=epsilon)
     except (KeyError, ValueError) as err:
         if name == "random":
-            from bandit.baselines import RandomPolicy  # noqa: PLC0415
+            from bandit.policies.baselines import RandomPolicy  # noqa: PLC0415
 
             return RandomPolicy()
         raise SimUsageError(str(err).strip("\"'")) from None
@@ -833,7 +833,7 @@ async def _run_lifecycle(
     label: str,
 ) -> Any:
     """Producer, store and the run row: running → finished / failed / cancelled."""
-    from streams.topics import TopicLayoutError, ensure_topics  # noqa: PLC0415
+    from streams.worker.topics import TopicLayoutError, ensure_topics  # noqa: PLC0415
 
     try:
         await ensure_topics(settings)  # never let the producer auto-create a 1-partition topic
@@ -1129,7 +1129,7 @@ async def run_external_judgments(
     run finishes, with its summary, when the last one is in.
     """
     from judges.external import JudgmentRequest, read_judgments  # noqa: PLC0415
-    from streams.sim_store import fetch_events, fetch_run  # noqa: PLC0415
+    from streams.sim.store import fetch_events, fetch_run  # noqa: PLC0415
 
     pool = await connect_pool(settings.database_url)
     try:
@@ -1221,7 +1221,7 @@ async def run_external_judgments(
         }
         if left == 0:
             rows = await fetch_events(pool, run_id)
-            from streams.report import stat_from_row  # noqa: PLC0415
+            from streams.analysis.report import stat_from_row  # noqa: PLC0415
 
             summary = summarize([stat_from_row(r) for r in rows], run_id=run_id)
             await store.finish_run(

@@ -7,7 +7,7 @@ from bandit.base import Policy
 from judges.personas import Persona, load_personas
 from judges.rule import RuleJudge, expected_reward
 from judges.world import World
-from streams.evaluate import LoggedRow
+from streams.analysis.evaluate import LoggedRow
 
 
 def lockstep_log(

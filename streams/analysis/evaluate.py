@@ -20,8 +20,8 @@ isOverdue, morning, evening], fitted per user and shrunk towards the same regres
 over all users, cross-fitted in two folds (alternate rows of each user's sequence): a row's
 prediction never uses its own reward, so the model's errors do not bias the correction.
 
-Intervals are percentile bootstraps over rows (``bandit.ope``). The recommendation compares
-each target with what the logging policy earned on the same rows (paired: DR term minus
+Intervals are percentile bootstraps over rows (``bandit.ope.estimators``). The recommendation
+compares each target with what the logging policy earned on the same rows (paired: DR term minus
 logged reward, bootstrapped together), see ``recommend``.
 
 Exit codes: 0 ok, 2 bad usage or bad input (no such run, no usable rows, unknown policy),
@@ -45,7 +45,7 @@ import typer
 
 from bandit.base import FloatArray, Moment, Policy, Task
 from bandit.explore import one_hot
-from bandit.ope import Estimate, doubly_robust, ips, snips
+from bandit.ope.estimators import Estimate, doubly_robust, ips, snips
 from bandit.stats import mean_ci
 
 REWARD_FEATURES = 7
@@ -399,7 +399,7 @@ class Evaluation:
 
 
 def _boot_mean(terms: FloatArray, rng: np.random.Generator, n_boot: int) -> Estimate:
-    """Mean with a percentile bootstrap interval over rows (same scheme as bandit.ope)."""
+    """Mean with a percentile bootstrap interval over rows (as in bandit.ope.estimators)."""
     ones = np.ones_like(terms)
     return ips(ones, terms, ones, rng, n_boot=n_boot)
 
@@ -737,8 +737,8 @@ def _finite(value: Any) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    """``tipstream evaluate`` and ``tipstream compare`` (one line in ``streams.cli``)."""
-    from streams.compare import register as register_compare  # noqa: PLC0415
+    """``tipstream evaluate`` and ``tipstream compare`` (one line in ``streams.cli.main``)."""
+    from streams.analysis.compare import register as register_compare  # noqa: PLC0415
 
     app.command("evaluate")(evaluate_command)
     register_compare(app)

@@ -58,7 +58,7 @@ DB_USER = DB_PASSWORD = DB_NAME = "tipstream"  # noqa: S105 - the dev stack's, o
 KAFKA_BOOTSTRAP = f"{HOST}:{KAFKA_PORT}"
 DATABASE_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@{HOST}:{POSTGRES_PORT}/{DB_NAME}"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_DIR = REPO_ROOT / "dev"
 VAR_DIR = Path(os.environ.get("TIPSTREAM_DEV_VAR", str(REPO_ROOT / "var"))).resolve()
 KAFKA_DIR = VAR_DIR / "kafka"
@@ -1006,5 +1006,5 @@ def status() -> None:
         raise typer.Exit(code=1)
 
 
-if __name__ == "__main__":  # `python -m streams.devstack up` works without the main CLI
+if __name__ == "__main__":  # `python -m streams.dev.devstack up` works without the main CLI
     dev_app()

@@ -20,7 +20,7 @@ from typing import Any
 from bandit.base import Moment, Policy, Task
 from bandit.reward import LEGACY_ACTIONS, infer_reward, reward_milli
 from schemas.events import TipFeedback, TipShown
-from streams.state import PendingFeedback, PendingShow, Settled, UserRecord
+from streams.worker.state import PendingFeedback, PendingShow, Settled, UserRecord
 
 APPLIED = "applied"
 DUPLICATE = "duplicate"

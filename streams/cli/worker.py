@@ -9,7 +9,7 @@ import sys
 import typer
 
 from streams.settings import Settings, get_settings
-from streams.topics import TopicLayoutError, TopicReport, ensure_topics
+from streams.worker.topics import TopicLayoutError, TopicReport, ensure_topics
 
 _LOG_LEVELS = {
     "crit": logging.CRITICAL,
@@ -66,7 +66,7 @@ def worker(
     """Run the stream worker: consume shows and feedback, learn, serve /score/egreedy."""
     from faust.worker import Worker as FaustWorker  # noqa: PLC0415
 
-    from streams.app import Worker  # noqa: PLC0415
+    from streams.worker.app import Worker  # noqa: PLC0415
 
     if loglevel not in _LOG_LEVELS:
         typer.echo(f"error: --loglevel must be one of {', '.join(_LOG_LEVELS)}", err=True)

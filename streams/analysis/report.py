@@ -656,7 +656,7 @@ def interval_json(value: Any) -> Any:
 
 
 async def load_report(database_url: str, run_id: str) -> RunReport:
-    from streams.sim_store import connect_pool, fetch_events, fetch_run  # noqa: PLC0415
+    from streams.sim.store import connect_pool, fetch_events, fetch_run  # noqa: PLC0415
 
     pool = await connect_pool(database_url, max_size=1)
     try:

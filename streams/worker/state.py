@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.partitioning import partition_for
+from streams.worker.partitioning import partition_for
 
 SIM_SEPARATOR = "\x1f"
 SHARED_PREFIX = "\x1e"

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import orjson
 import pytest
+from tests.analysis.helpers import lockstep_log
 
 from bandit.base import Moment, Task
-from bandit.ope import Estimate
+from bandit.ope.estimators import Estimate
 from bandit.registry import make_policy
-from streams.evaluate import (
+from streams.analysis.evaluate import (
     EvaluateUsageError,
     Log,
     PolicyEstimate,
@@ -26,7 +27,6 @@ from streams.evaluate import (
     reward_model,
     sim_rows,
 )
-from tests.learning.helpers import lockstep_log
 
 
 @pytest.mark.parametrize("name", ["egreedy-v1", "egreedy-v2", "pooled-v1"])
@@ -210,7 +210,7 @@ def test_cli_usage_errors_exit_2() -> None:
 
 async def test_cli_on_a_simulation_run(topics: object, database: str) -> None:
     from streams.settings import Settings  # noqa: PLC0415
-    from streams.simulate import SimConfig, run_closed_loop  # noqa: PLC0415
+    from streams.sim.simulate import SimConfig, run_closed_loop  # noqa: PLC0415
 
     settings = Settings()
     summary = await run_closed_loop(

@@ -7,7 +7,7 @@ import pytest
 
 from bandit.base import Moment, Task
 from bandit.features import features_v2
-from bandit.pooled_mix import PooledMixV1, default_prototypes
+from bandit.policies.pooled_mix import PooledMixV1, default_prototypes
 from bandit.registry import make_policy
 from judges.personas import load_personas
 from judges.world import World

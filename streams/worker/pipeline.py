@@ -25,11 +25,11 @@ from typing import Any, Protocol
 
 from bandit.base import Policy
 from schemas.events import DecodeError, TipFeedback, TipShown, decode_feedback, decode_shown
-from streams.joiner import FeedbackRow, Joiner
-from streams.metrics import WorkerMetrics
-from streams.partitioning import partition_for
 from streams.settings import Settings
-from streams.state import (
+from streams.worker.joiner import FeedbackRow, Joiner
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.partitioning import partition_for
+from streams.worker.state import (
     SIM_SEPARATOR,
     UserRecord,
     is_shared_key,

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from streams.compare import RunRows, cell, render_markdown, windows
+from streams.analysis.compare import RunRows, cell, render_markdown, windows
 
 
 def _run(frac: float, users: int = 6, rounds: int = 10, seed: int = 0) -> RunRows:

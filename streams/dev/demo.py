@@ -20,13 +20,13 @@ import asyncio
 import sys
 from pathlib import Path
 
+from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings, get_settings
-from streams.worker_process import WorkerProcess
 
 
 async def _demo(settings: Settings, *, users: int, rounds: int, seed: int, out: Path) -> None:
-    from streams import simulate as sim  # noqa: PLC0415
-    from streams.sim_cli import _print_summary, render_report  # noqa: PLC0415
+    from streams.cli.sim import _print_summary, render_report  # noqa: PLC0415
+    from streams.sim import simulate as sim  # noqa: PLC0415
 
     common = {"judge": "rule", "users": users, "rounds": rounds, "seed": seed}
     policy = settings.policy
@@ -69,7 +69,7 @@ def demo_settings(settings: Settings) -> Settings:
 def run_demo(
     *, users: int = 2, rounds: int = 200, seed: int = 7, out: Path = Path("reports")
 ) -> int:
-    from streams import devstack  # noqa: PLC0415
+    from streams.dev import devstack  # noqa: PLC0415
 
     base = demo_settings(get_settings())
     try:

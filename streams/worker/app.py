@@ -26,13 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bandit.base import Moment, Policy, Task
 from bandit.registry import make_policy
 from schemas.events import rfc3339
-from streams.ackgate import AckGate, input_lag
-from streams.metrics import WorkerMetrics
-from streams.partitioning import partition_for
-from streams.pipeline import DeadLetter, Pipeline, RawEvent
 from streams.settings import Settings
-from streams.sink import FeedbackSink
-from streams.state import UserRecord, key_partition, shared_key, user_key
+from streams.worker.ackgate import AckGate, input_lag
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.partitioning import partition_for
+from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.worker.sink import FeedbackSink
+from streams.worker.state import UserRecord, key_partition, shared_key, user_key
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from bandit.base import FloatArray
 from bandit.features import features_v3
-from bandit.pooled_mix import PooledMixV1
+from bandit.policies.pooled_mix import PooledMixV1
 
 # Prior precision per features_v3 column: level, priority, overdue, morning, evening.
 V3_USER_LAMBDA = (30.0, 3.0, 25.0, 20.0, 20.0)

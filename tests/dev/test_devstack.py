@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.migrations import load_migrations, migrate
-from streams import devstack
+from streams.dev import devstack
 from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT, Settings
 
 DEV_PORTS_MOVED = (devstack.KAFKA_PORT, devstack.POSTGRES_PORT) != (
@@ -21,13 +21,13 @@ DEV_PORTS_MOVED = (devstack.KAFKA_PORT, devstack.POSTGRES_PORT) != (
     DEV_POSTGRES_PORT,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _dev(*args: str) -> subprocess.CompletedProcess[str]:
     # The dev sub-app's own entry point: the same typer commands `tipstream dev` mounts.
     return subprocess.run(
-        [sys.executable, "-m", "streams.devstack", *args],
+        [sys.executable, "-m", "streams.dev.devstack", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -11,7 +11,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bandit.registry import DEFAULT_POLICY
-from streams.demo import DEMO_PARTITIONS, demo_settings
+from streams.dev.demo import DEMO_PARTITIONS, demo_settings
 from streams.settings import Settings
 from tests.sim.simhelpers import cli_env
 

@@ -49,7 +49,7 @@ def _emit_json(document: Any) -> None:
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console  # noqa: PLC0415
 
-    from streams.report import print_tables  # noqa: PLC0415
+    from streams.analysis.report import print_tables  # noqa: PLC0415
 
     console = Console(width=None if sys.stdout.isatty() else 110)
 
@@ -117,8 +117,8 @@ def simulate_command(  # noqa: PLR0917 - typer options
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Play synthetic personas onto the tip topics; record every judgment in sim_events."""
-    from streams import simulate as sim  # noqa: PLC0415
     from streams.settings import get_settings  # noqa: PLC0415
+    from streams.sim import simulate as sim  # noqa: PLC0415
 
     settings = get_settings()
     if judge not in ("rule", "llm", "external"):
@@ -237,7 +237,7 @@ async def render_report(
     """Write the report (and comparison) files; print the tables unless ``quiet``."""
     from rich.console import Console  # noqa: PLC0415
 
-    from streams import report as rp  # noqa: PLC0415
+    from streams.analysis import report as rp  # noqa: PLC0415
 
     console = Console(quiet=quiet, width=None if sys.stdout.isatty() else 110)
     report_a = await rp.load_report(database_url, run_id)
@@ -304,7 +304,7 @@ def demo_command(
     """Start the stack and the worker, play the five personas against the serving policy
     (TIPSTREAM_POLICY) through the worker and against random in-process (same seed), and
     report the comparison."""
-    from streams.demo import run_demo  # noqa: PLC0415
+    from streams.dev.demo import run_demo  # noqa: PLC0415
 
     try:
         code = run_demo(users=users, rounds=rounds, seed=seed)

@@ -42,7 +42,7 @@ import numpy as np
 from bandit.base import FloatArray
 from bandit.features import V2_DIM, V2_TASK_COLUMNS
 from bandit.linear import Ridge
-from bandit.pooled_mix import PooledMixV1
+from bandit.policies.pooled_mix import PooledMixV1
 
 
 def grid_prototypes() -> FloatArray:

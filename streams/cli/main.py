@@ -19,12 +19,13 @@ app = typer.Typer(
 def _mount() -> None:
     # Sub-commands live beside the code they drive; importing them here keeps start-up of
     # one command from paying for the others' imports.
-    from streams import devstack, worker_cli  # noqa: PLC0415
+    from streams.cli import worker  # noqa: PLC0415
+    from streams.dev import devstack  # noqa: PLC0415
 
     app.add_typer(devstack.dev_app, name="dev")
-    worker_cli.register(app)
-    __import__("streams.sim_cli", fromlist=["register"]).register(app)
-    __import__("streams.evaluate", fromlist=["register"]).register(app)
+    worker.register(app)
+    __import__("streams.cli.sim", fromlist=["register"]).register(app)
+    __import__("streams.analysis.evaluate", fromlist=["register"]).register(app)
 
 
 def main() -> None:
