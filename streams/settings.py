@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bandit.registry import DEFAULT_POLICY
 
+__all__ = ["DEV_KAFKA_PORT", "DEV_POSTGRES_PORT", "Settings", "get_settings"]
+
 DEV_KAFKA_PORT = 19092
 DEV_POSTGRES_PORT = 15432
 

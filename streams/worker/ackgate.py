@@ -44,6 +44,8 @@ from typing import Any
 
 from faust.types import TP
 
+__all__ = ["AckGate", "input_lag"]
+
 log = logging.getLogger(__name__)
 
 Offset = tuple[str, int, int]  # topic, partition, offset

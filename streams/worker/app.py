@@ -1,4 +1,4 @@
-"""The faust application: the source topics, the state table, the agent and the web views.
+"""The faust application: the source topics, the state table, the agent and the timers.
 
 Layers, bottom up: Kafka (faust/aiokafka) → state (``StateTable``, one record per user) →
 stream (``Pipeline`` over batches from ``take_events``) → user API (HTTP views here).
@@ -16,23 +16,30 @@ from typing import Any, cast
 import aiohttp
 import faust
 import numpy as np
-import orjson
 from faust.tables.manager import TableManager
 from faust.types import TP
-from faust.web import Request, Response, View
+from faust.web import Request
 from mode.types.signals import BaseSignalT
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bandit.base import Moment, Policy, Task
 from bandit.registry import make_policy
-from schemas.events import rfc3339
 from streams.settings import Settings
 from streams.worker.ackgate import AckGate, input_lag
+from streams.worker.http import ScoreRequest, mount_views
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
 from streams.worker.sink import FeedbackSink
-from streams.worker.state import UserRecord, key_partition, shared_key, user_key
+from streams.worker.state import (
+    UserRecord,
+    key_partition,
+    shared_key,
+    shared_state,
+    user_key,
+    user_state,
+)
+
+__all__ = ["STATE_TABLE", "StateTable", "Worker", "build_policies", "faust_broker_credentials"]
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +200,7 @@ class Worker:
             worker.ack_gate.reset()
             worker.pipeline.on_partitions_changed(worker.active_partitions())
 
-        for path, view in (
-            ("/score/egreedy", _ScoreView),
-            ("/stats/egreedy/{user_id}", _StatsView),
-            ("/healthz", _HealthView),
-            ("/metrics", _MetricsView),
-            ("/admin/users/{user_id}/reset", _ResetView),
-        ):
-            view_class = type(view.__name__, (view,), {"worker": worker})
-            app.page(path)(view_class)
+        mount_views(app, worker)
 
     async def reread_missed(self) -> None:
         """Seek back to input events that were not processed, once the stream is steady.
@@ -310,16 +309,12 @@ class Worker:
         policy = self.policy_named(request.policy)
         key = user_key(request.user_id, request.run_id)
         record = self.record(key)
-        blob = record.policy_blobs.get(policy.name) if record else None
-        user_state = policy.decode_user(blob) if blob is not None else policy.new_user()
+        state = user_state(policy, record.policy_blobs.get(policy.name) if record else None)
         shared = None
         if policy.new_shared() is not None:
             partition = key_partition(key, self.settings.partitions)
-            shared_blob = self.table.get(shared_key(policy.name, request.run_id, partition))
-            shared = (
-                policy.decode_shared(shared_blob)
-                if shared_blob is not None
-                else policy.new_shared()
+            shared = shared_state(
+                policy, self.table.get(shared_key(policy.name, request.run_id, partition))
             )
         moment = Moment(request.context.hour_of_day, request.context.day_of_week)
         tasks = [
@@ -327,7 +322,7 @@ class Worker:
             for c in request.candidates
         ]
         rng = np.random.default_rng(request.seed) if request.seed is not None else self._rng
-        choice = policy.choose(user_state, shared, moment, tasks, rng)
+        choice = policy.choose(state, shared, moment, tasks, rng)
         return {
             "tip_id": tasks[choice.index].tip_id,
             "score": choice.score,
@@ -381,155 +376,3 @@ def _raw(message: Any) -> RawEvent:
         message.key,
         message.value if message.value is not None else b"",
     )
-
-
-# -- HTTP ------------------------------------------------------------------------------
-
-
-class _Features(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    priority: int = Field(ge=1, le=4)
-    is_overdue: bool
-    task_age_days: float = Field(ge=0, allow_inf_nan=False)
-
-
-class _Candidate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    tip_id: str = Field(min_length=1, max_length=128)
-    features: _Features
-
-
-class _Context(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    hour_of_day: int = Field(ge=0, le=23)
-    day_of_week: int = Field(ge=0, le=6)
-
-
-class ScoreRequest(BaseModel):
-    """``POST /score/egreedy`` (snake_case, as the former ML service)."""
-
-    model_config = ConfigDict(extra="ignore")
-    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
-    candidates: list[_Candidate] = Field(min_length=1, max_length=100)
-    context: _Context
-    run_id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"
-    )
-    seed: int | None = None
-    min_updates: int | None = Field(default=None, ge=0)
-    policy: str | None = None
-
-
-class _WorkerView(View):
-    worker: Worker
-
-    def reply(self, body: Any, status: int = 200) -> Response:
-        return self.bytes(orjson.dumps(body), content_type="application/json", status=status)
-
-    def fail(self, status: int, message: str) -> Response:
-        return self.reply({"error": message}, status)
-
-    async def forwarded(self, request: Request, owner: str, body: bytes | None) -> Response:
-        status, payload = await self.worker.forward(request, owner, body)
-        return self.bytes(payload, content_type="application/json", status=status)
-
-
-class _ScoreView(_WorkerView):
-    async def post(self, request: Request) -> Response:
-        metrics = self.worker.metrics
-        body = await self.read_request_content(request)
-        try:
-            score_request = ScoreRequest.model_validate_json(body)
-        except ValidationError as exc:
-            metrics.score_requests.labels("bad_request").inc()
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            return self.fail(400, f"{where}: {first['msg']}")
-        if not self.worker.is_ready():
-            metrics.score_requests.labels("not_ready").inc()
-            return self.fail(503, "worker is starting or rebalancing; retry shortly")
-        owner = self.worker.owner_url(score_request.user_id)
-        if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            metrics.score_requests.labels("forwarded").inc()
-            return await self.forwarded(request, owner, body)
-        key = user_key(score_request.user_id, score_request.run_id)
-        if score_request.min_updates and not await self.worker.wait_for_updates(
-            key, score_request.min_updates
-        ):
-            metrics.score_requests.labels("timeout").inc()
-            return self.fail(504, f"user state did not reach {score_request.min_updates} updates")
-        try:
-            answer = self.worker.score(score_request)
-        except ValueError as exc:
-            metrics.score_requests.labels("bad_request").inc()
-            return self.fail(400, str(exc))
-        metrics.score_requests.labels("ok").inc()
-        return self.reply(answer)
-
-
-class _StatsView(_WorkerView):
-    async def get(self, request: Request, user_id: str) -> Response:
-        run_id = request.query.get("run_id") or None
-        owner = self.worker.owner_url(user_id)
-        if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return await self.forwarded(request, owner, None)
-        record = self.worker.record(user_key(user_id, run_id))
-        if record is None:
-            return self.fail(404, f"no state for user {user_id!r}")
-        pulls = record.pulls
-        cumulative = record.reward_milli_sum / 1000
-        return self.reply(
-            {
-                "pulls": pulls,
-                "cumulative_reward": cumulative,
-                "estimated_mean": cumulative / pulls if pulls else None,
-                "last_updated": rfc3339(record.last_updated_ms) if record.last_updated_ms else None,
-            }
-        )
-
-
-class _HealthView(_WorkerView):
-    async def get(self, request: Request) -> Response:
-        ready = self.worker.is_ready()
-        return self.reply(
-            {
-                "status": "ok" if ready else "starting",
-                "partitions": sorted(self.worker.active_partitions()),
-                "policy": self.worker.serving.name,
-                "shadow_policies": [p.name for p in self.worker.policies[1:]],
-                # Input offsets faust skipped that are waiting to be read again (ackgate).
-                "holes": {f"{t}[{p}]": o for (t, p), o in self.worker.ack_gate.holes().items()},
-                # Input events not processed yet; a large figure means a backlog to read.
-                "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self.worker.input_lag.items())},
-            },
-            200 if ready else 503,
-        )
-
-
-class _MetricsView(_WorkerView):
-    async def get(self, request: Request) -> Response:
-        # aiohttp refuses a charset inside content_type; the full type goes in as a header.
-        return self.bytes(
-            self.worker.metrics.render(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
-
-
-class _ResetView(_WorkerView):
-    """Forget a production user's learned model (the join and its guard are kept)."""
-
-    async def post(self, request: Request, user_id: str) -> Response:
-        token = self.worker.settings.admin_token.get_secret_value()
-        if request.headers.get("authorization") != f"Bearer {token}":
-            return self.fail(401, "a bearer token (TIPSTREAM_ADMIN_TOKEN) is required")
-        owner = self.worker.owner_url(user_id)
-        if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return await self.forwarded(request, owner, b"")
-        record = self.worker.record(user_id)
-        if record is None:
-            return self.fail(404, f"no state for user {user_id!r}")
-        record.policy_blobs.clear()
-        record.pulls = 0
-        record.reward_milli_sum = 0
-        self.worker.table[user_id] = record.encode()
-        return self.reply({"user_id": user_id, "reset": True})

@@ -20,7 +20,18 @@ from typing import Any
 from bandit.base import Moment, Policy, Task
 from bandit.reward import LEGACY_ACTIONS, infer_reward, reward_milli
 from schemas.events import TipFeedback, TipShown
-from streams.worker.state import PendingFeedback, PendingShow, Settled, UserRecord
+from streams.worker.state import PendingFeedback, PendingShow, Settled, UserRecord, user_state
+
+__all__ = [
+    "APPLIED",
+    "DUPLICATE",
+    "EXPIRED",
+    "LEGACY",
+    "FeedbackRow",
+    "Joiner",
+    "PolicyModels",
+    "UserResult",
+]
 
 APPLIED = "applied"
 DUPLICATE = "duplicate"
@@ -79,8 +90,7 @@ class PolicyModels:
     def state(self, policy: Policy) -> Any:
         found = self._decoded.get(policy.name)
         if found is None:
-            blob = self._record.policy_blobs.get(policy.name)
-            found = policy.decode_user(blob) if blob is not None else policy.new_user()
+            found = user_state(policy, self._record.policy_blobs.get(policy.name))
             self._decoded[policy.name] = found
         return found
 
@@ -176,7 +186,7 @@ class Joiner:
         first, *later = waiting
         self._settle(record, show.user_id, tip, pending, first, models, result)
         for other in later:
-            result.rows.append(self._duplicate_row(record, show.user_id, tip, other))
+            result.rows.append(_row(tip, show.user_id, DUPLICATE, other, record.settled.get(tip)))
             result.outcomes.append(DUPLICATE)
 
     # -- feedback ----------------------------------------------------------------------
@@ -199,37 +209,31 @@ class Joiner:
             timestamp_ms + self.wait_ms,
         )
         if action in LEGACY_ACTIONS:
-            show = record.pending_shows.get(tip)
-            settled = record.settled.get(tip)
-            policy = show.policy if show else settled.policy if settled else None
-            propensity = show.propensity if show else settled.propensity if settled else None
-            result.rows.append(
-                FeedbackRow(
-                    feedback.event_id,
-                    tip,
-                    feedback.user_id,
-                    action,
-                    feedback.dwell_ms,
-                    None,
-                    policy,
-                    propensity,
-                    LEGACY,
-                    feedback.occurred_at_ms,
-                )
-            )
+            origin = record.pending_shows.get(tip) or record.settled.get(tip)
+            result.rows.append(_row(tip, feedback.user_id, LEGACY, waiting, origin))
             result.outcomes.append(LEGACY)
             return
         settled = record.settled.get(tip)
         if settled is not None:
             if settled.kind == APPLIED and settled.event_id == feedback.event_id:
                 # Re-delivery of the feedback we learned from: rewrite its row, learn nothing.
-                result.rows.append(self._settled_row(settled, tip, feedback, action))
+                result.rows.append(
+                    _row(
+                        tip,
+                        feedback.user_id,
+                        APPLIED,
+                        waiting,
+                        settled,
+                        dwell_ms=settled.dwell_ms,
+                        reward_milli=settled.reward_milli,
+                    )
+                )
                 result.outcomes.append("redelivered")
             elif settled.kind == APPLIED:
-                result.rows.append(self._duplicate_row(record, feedback.user_id, tip, waiting))
+                result.rows.append(_row(tip, feedback.user_id, DUPLICATE, waiting, settled))
                 result.outcomes.append(DUPLICATE)
             else:
-                result.rows.append(self._late_row(feedback, action, settled))
+                result.rows.append(_row(tip, feedback.user_id, EXPIRED, waiting, settled))
                 result.outcomes.append("late")
             return
         show = record.pending_shows.pop(tip, None)
@@ -277,18 +281,7 @@ class Joiner:
             max(feedback.occurred_at_ms, show.served_at_ms),
         )
         result.rows.append(
-            FeedbackRow(
-                feedback.event_id,
-                tip,
-                user_id,
-                feedback.action,
-                dwell_ms,
-                milli,
-                show.policy,
-                show.propensity,
-                APPLIED,
-                feedback.occurred_at_ms,
-            )
+            _row(tip, user_id, APPLIED, feedback, show, dwell_ms=dwell_ms, reward_milli=milli)
         )
         result.outcomes.append(APPLIED)
         result.reward_latencies_ms.append(latency_ms)
@@ -319,16 +312,16 @@ class Joiner:
             )
             result.rows.append(
                 FeedbackRow(
-                    show.event_id,
-                    tip,
-                    user_id,
-                    None,
-                    None,
-                    milli,
-                    show.policy,
-                    show.propensity,
-                    EXPIRED,
-                    show.deadline_ms,
+                    event_id=show.event_id,
+                    tip_id=tip,
+                    user_id=user_id,
+                    action=None,
+                    dwell_ms=None,
+                    reward_milli=milli,
+                    policy=show.policy,
+                    propensity=show.propensity,
+                    status=EXPIRED,
+                    occurred_at_ms=show.deadline_ms,
                 )
             )
             result.outcomes.append(EXPIRED)
@@ -338,20 +331,7 @@ class Joiner:
                 continue
             del record.pending_feedback[tip]
             for waiting in queue:
-                result.rows.append(
-                    FeedbackRow(
-                        waiting.event_id,
-                        tip,
-                        user_id,
-                        waiting.action,
-                        waiting.dwell_ms,
-                        None,
-                        None,
-                        None,
-                        EXPIRED,
-                        waiting.occurred_at_ms,
-                    )
-                )
+                result.rows.append(_row(tip, user_id, EXPIRED, waiting, None))
                 result.outcomes.append(EXPIRED)
             record.settled[tip] = Settled(
                 EXPIRED, queue[0].event_id, None, None, None, None, queue[0].deadline_ms
@@ -363,56 +343,6 @@ class Joiner:
             del record.settled[tip]
         result.changed = result.changed or bool(stale)
 
-    # -- rows --------------------------------------------------------------------------
-
-    @staticmethod
-    def _settled_row(settled: Settled, tip: str, feedback: TipFeedback, action: str) -> FeedbackRow:
-        return FeedbackRow(
-            feedback.event_id,
-            tip,
-            feedback.user_id,
-            action,
-            settled.dwell_ms,
-            settled.reward_milli,
-            settled.policy,
-            settled.propensity,
-            APPLIED,
-            feedback.occurred_at_ms,
-        )
-
-    @staticmethod
-    def _duplicate_row(
-        record: UserRecord, user_id: str, tip: str, feedback: PendingFeedback
-    ) -> FeedbackRow:
-        settled = record.settled.get(tip)
-        return FeedbackRow(
-            feedback.event_id,
-            tip,
-            user_id,
-            feedback.action,
-            feedback.dwell_ms,
-            None,
-            settled.policy if settled else None,
-            settled.propensity if settled else None,
-            DUPLICATE,
-            feedback.occurred_at_ms,
-        )
-
-    @staticmethod
-    def _late_row(feedback: TipFeedback, action: str, settled: Settled) -> FeedbackRow:
-        return FeedbackRow(
-            feedback.event_id,
-            feedback.tip_id,
-            feedback.user_id,
-            action,
-            feedback.dwell_ms,
-            None,
-            settled.policy,
-            settled.propensity,
-            EXPIRED,
-            feedback.occurred_at_ms,
-        )
-
 
 def _moment(show: PendingShow) -> Moment:
     return Moment(show.hour_of_day, show.day_of_week)
@@ -420,3 +350,31 @@ def _moment(show: PendingShow) -> Moment:
 
 def _task(tip: str, show: PendingShow) -> Task:
     return Task(tip, show.priority, show.is_overdue, show.task_age_days)
+
+
+def _row(
+    tip: str,
+    user_id: str,
+    status: str,
+    feedback: PendingFeedback,
+    origin: PendingShow | Settled | None,
+    *,
+    dwell_ms: int | None = None,
+    reward_milli: int | None = None,
+) -> FeedbackRow:
+    """The ``tip_feedback`` row of one feedback; ``origin`` says which policy logged the tip.
+
+    ``dwell_ms`` overrides the feedback's own (a derived or a stored dwell).
+    """
+    return FeedbackRow(
+        event_id=feedback.event_id,
+        tip_id=tip,
+        user_id=user_id,
+        action=feedback.action,
+        dwell_ms=feedback.dwell_ms if dwell_ms is None else dwell_ms,
+        reward_milli=reward_milli,
+        policy=origin.policy if origin else None,
+        propensity=origin.propensity if origin else None,
+        status=status,
+        occurred_at_ms=feedback.occurred_at_ms,
+    )

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 
+__all__ = ["partition_for", "partition_for_bytes"]
+
 
 def partition_for_bytes(key: bytes, partitions: int) -> int:
     return (int(murmur2(key)) & 0x7FFFFFFF) % partitions

@@ -35,8 +35,11 @@ from streams.worker.state import (
     is_shared_key,
     key_partition,
     shared_key,
+    shared_state,
     user_key,
 )
+
+__all__ = ["DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
 
 log = logging.getLogger(__name__)
 
@@ -269,10 +272,7 @@ class Pipeline:
             for policy in self.pooled:
                 slot = (policy.name, group.run_id, group.partition)
                 if slot not in shared:
-                    blob = self.store.get(shared_key(*slot))
-                    shared[slot] = (
-                        policy.decode_shared(blob) if blob is not None else policy.new_shared()
-                    )
+                    shared[slot] = shared_state(policy, self.store.get(shared_key(*slot)))
         return shared
 
     def _load(self, key: str) -> tuple[UserRecord, dict[str, Any]]:

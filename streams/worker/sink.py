@@ -20,6 +20,8 @@ from schemas.migrations import migrate
 from streams.worker.joiner import FeedbackRow
 from streams.worker.metrics import WorkerMetrics
 
+__all__ = ["FeedbackSink"]
+
 log = logging.getLogger(__name__)
 
 _INSERT = """

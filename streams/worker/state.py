@@ -21,10 +21,27 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
+from bandit.base import Policy
 from streams.worker.partitioning import partition_for
+
+__all__ = [
+    "SHARED_PREFIX",
+    "SIM_SEPARATOR",
+    "PendingFeedback",
+    "PendingShow",
+    "Settled",
+    "UserRecord",
+    "is_shared_key",
+    "key_partition",
+    "shared_key",
+    "shared_state",
+    "user_key",
+    "user_state",
+]
 
 SIM_SEPARATOR = "\x1f"
 SHARED_PREFIX = "\x1e"
@@ -50,6 +67,16 @@ def key_partition(key: str, partitions: int) -> int:
 
 def is_shared_key(key: str) -> bool:
     return key.startswith(SHARED_PREFIX)
+
+
+def user_state(policy: Policy, blob: bytes | None) -> Any:
+    """A policy's per-user state from its stored bytes, or a fresh one."""
+    return policy.decode_user(blob) if blob is not None else policy.new_user()
+
+
+def shared_state(policy: Policy, blob: bytes | None) -> Any:
+    """A pooled policy's shared state from its stored bytes, or a fresh one."""
+    return policy.decode_shared(blob) if blob is not None else policy.new_shared()
 
 
 @dataclass(slots=True)

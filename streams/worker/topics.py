@@ -9,6 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.settings import Settings
 
+__all__ = ["TopicLayoutError", "TopicReport", "ensure_topics"]
+
 
 class TopicLayoutError(RuntimeError):
     """The input topics cannot be co-partitioned as they are."""

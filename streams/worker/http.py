@@ -1,0 +1,187 @@
+"""The worker's HTTP API: ``/score/egreedy``, ``/stats``, ``/healthz``, ``/metrics``, admin.
+
+The views sit on faust's web server (aiohttp). Paths and bodies are the contract in
+``docs/contracts.md`` ("HTTP"); ``/score/egreedy`` keeps its historical path because the app
+calls it, and it serves the configured policy (``TIPSTREAM_POLICY``), not only egreedy-v1.
+A request for a user whose partition another worker owns is forwarded to that worker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.web import Request, Response, View
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.events import rfc3339
+from streams.worker.state import user_key
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.worker.app import Worker
+
+__all__ = ["ScoreRequest", "mount_views"]
+
+
+class _Features(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    priority: int = Field(ge=1, le=4)
+    is_overdue: bool
+    task_age_days: float = Field(ge=0, allow_inf_nan=False)
+
+
+class _Candidate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tip_id: str = Field(min_length=1, max_length=128)
+    features: _Features
+
+
+class _Context(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    hour_of_day: int = Field(ge=0, le=23)
+    day_of_week: int = Field(ge=0, le=6)
+
+
+class ScoreRequest(BaseModel):
+    """``POST /score/egreedy`` (snake_case, as the former ML service)."""
+
+    model_config = ConfigDict(extra="ignore")
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    candidates: list[_Candidate] = Field(min_length=1, max_length=100)
+    context: _Context
+    run_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    seed: int | None = None
+    min_updates: int | None = Field(default=None, ge=0)
+    policy: str | None = None
+
+
+class _WorkerView(View):
+    worker: Worker
+
+    def reply(self, body: Any, status: int = 200) -> Response:
+        return self.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+    def fail(self, status: int, message: str) -> Response:
+        return self.reply({"error": message}, status)
+
+    async def forwarded(self, request: Request, owner: str, body: bytes | None) -> Response:
+        status, payload = await self.worker.forward(request, owner, body)
+        return self.bytes(payload, content_type="application/json", status=status)
+
+
+class _ScoreView(_WorkerView):
+    async def post(self, request: Request) -> Response:
+        metrics = self.worker.metrics
+        body = await self.read_request_content(request)
+        try:
+            score_request = ScoreRequest.model_validate_json(body)
+        except ValidationError as exc:
+            metrics.score_requests.labels("bad_request").inc()
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return self.fail(400, f"{where}: {first['msg']}")
+        if not self.worker.is_ready():
+            metrics.score_requests.labels("not_ready").inc()
+            return self.fail(503, "worker is starting or rebalancing; retry shortly")
+        owner = self.worker.owner_url(score_request.user_id)
+        if owner is not None and "x-tipstream-forwarded" not in request.headers:
+            metrics.score_requests.labels("forwarded").inc()
+            return await self.forwarded(request, owner, body)
+        key = user_key(score_request.user_id, score_request.run_id)
+        if score_request.min_updates and not await self.worker.wait_for_updates(
+            key, score_request.min_updates
+        ):
+            metrics.score_requests.labels("timeout").inc()
+            return self.fail(504, f"user state did not reach {score_request.min_updates} updates")
+        try:
+            answer = self.worker.score(score_request)
+        except ValueError as exc:
+            metrics.score_requests.labels("bad_request").inc()
+            return self.fail(400, str(exc))
+        metrics.score_requests.labels("ok").inc()
+        return self.reply(answer)
+
+
+class _StatsView(_WorkerView):
+    async def get(self, request: Request, user_id: str) -> Response:
+        run_id = request.query.get("run_id") or None
+        owner = self.worker.owner_url(user_id)
+        if owner is not None and "x-tipstream-forwarded" not in request.headers:
+            return await self.forwarded(request, owner, None)
+        record = self.worker.record(user_key(user_id, run_id))
+        if record is None:
+            return self.fail(404, f"no state for user {user_id!r}")
+        pulls = record.pulls
+        cumulative = record.reward_milli_sum / 1000
+        return self.reply(
+            {
+                "pulls": pulls,
+                "cumulative_reward": cumulative,
+                "estimated_mean": cumulative / pulls if pulls else None,
+                "last_updated": rfc3339(record.last_updated_ms) if record.last_updated_ms else None,
+            }
+        )
+
+
+class _HealthView(_WorkerView):
+    async def get(self, request: Request) -> Response:
+        ready = self.worker.is_ready()
+        return self.reply(
+            {
+                "status": "ok" if ready else "starting",
+                "partitions": sorted(self.worker.active_partitions()),
+                "policy": self.worker.serving.name,
+                "shadow_policies": [p.name for p in self.worker.policies[1:]],
+                # Input offsets faust skipped that are waiting to be read again (ackgate).
+                "holes": {f"{t}[{p}]": o for (t, p), o in self.worker.ack_gate.holes().items()},
+                # Input events not processed yet; a large figure means a backlog to read.
+                "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self.worker.input_lag.items())},
+            },
+            200 if ready else 503,
+        )
+
+
+class _MetricsView(_WorkerView):
+    async def get(self, request: Request) -> Response:
+        # aiohttp refuses a charset inside content_type; the full type goes in as a header.
+        return self.bytes(
+            self.worker.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+
+class _ResetView(_WorkerView):
+    """Forget a production user's learned model (the join and its guard are kept)."""
+
+    async def post(self, request: Request, user_id: str) -> Response:
+        token = self.worker.settings.admin_token.get_secret_value()
+        if request.headers.get("authorization") != f"Bearer {token}":
+            return self.fail(401, "a bearer token (TIPSTREAM_ADMIN_TOKEN) is required")
+        owner = self.worker.owner_url(user_id)
+        if owner is not None and "x-tipstream-forwarded" not in request.headers:
+            return await self.forwarded(request, owner, b"")
+        record = self.worker.record(user_id)
+        if record is None:
+            return self.fail(404, f"no state for user {user_id!r}")
+        record.policy_blobs.clear()
+        record.pulls = 0
+        record.reward_milli_sum = 0
+        self.worker.table[user_id] = record.encode()
+        return self.reply({"user_id": user_id, "reset": True})
+
+
+def mount_views(app: faust.App, worker: Worker) -> None:
+    """Register every view on the faust app, each bound to this worker."""
+    for path, view in (
+        ("/score/egreedy", _ScoreView),
+        ("/stats/egreedy/{user_id}", _StatsView),
+        ("/healthz", _HealthView),
+        ("/metrics", _MetricsView),
+        ("/admin/users/{user_id}/reset", _ResetView),
+    ):
+        view_class = type(view.__name__, (view,), {"worker": worker})
+        app.page(path)(view_class)
