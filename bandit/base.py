@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,12 +53,13 @@ class Choice:
 class Policy(ABC):
     """A contextual bandit policy over a list of candidate tasks.
 
-    Subclasses set ``name`` (the wire name, e.g. ``egreedy-v1``) and implement the methods.
+    Subclasses set ``name`` (the wire name, e.g. ``egreedy-v1``; a family with presets sets
+    it per instance) and implement the methods.
     ``probabilities`` must be exact: ``choose`` picks index i with probability
     ``probabilities(...)[i]``, and that number is the propensity that is logged.
     """
 
-    name: ClassVar[str]
+    name: str
 
     @abstractmethod
     def new_user(self) -> Any:

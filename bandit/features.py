@@ -1,6 +1,6 @@
 """Feature maps from (moment, task) to vectors.
 
-``features_v1`` is the former production map, kept exactly (SIMULATION.md):
+``features_v1`` is the former production map, kept exactly (docs/simulation.md):
 [sin(2πh/24), cos(2πh/24), isOverdue, min(taskAgeDays, 30)/30, (priority − 1)/3,
 sin(2πd/7), cos(2πd/7)].
 
@@ -38,8 +38,7 @@ def features_v1(moment: Moment, task: Task) -> FloatArray:
     )
 
 
-V2_DIM = 5
-V2_TASK_COLUMNS = (1, 2)  # the columns that differ between the candidates of one moment
+V2_DIM = 5  # also the width of features_v3, which centres two of these columns
 
 
 def features_v2(moment: Moment, task: Task) -> FloatArray:
@@ -64,10 +63,6 @@ def features_v2(moment: Moment, task: Task) -> FloatArray:
         ],
         dtype=np.float64,
     )
-
-
-V3_DIM = 5
-V3_TASK_COLUMNS = (1, 2)
 
 
 def features_v3(moment: Moment, task: Task) -> FloatArray:

@@ -10,6 +10,13 @@ here: it needs the judge's expected reward, so build it with ``make_oracle``.
 Traceback (most recent call last):
 ...
 bandit.registry.UnknownPolicyError: unknown policy 'nope'; known: random, egreedy-v1, ...
+
+A retired name is refused with its replacement (``RETIRED_POLICIES``):
+
+>>> make_policy("pooledmix-v2")
+Traceback (most recent call last):
+...
+bandit.registry.RetiredPolicyError: policy 'pooledmix-v2' is retired; use 'pooledmix-v3' instead
 """
 
 from __future__ import annotations
@@ -21,9 +28,25 @@ from bandit.policies.baselines import OraclePolicy, RandomPolicy
 from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.policies.linucb import LinUCBV1
 from bandit.policies.pooled import PooledV1
-from bandit.policies.pooled_mix import PooledMixV1
-from bandit.policies.pooled_mix2 import PooledMixV2
-from bandit.policies.pooled_mix3 import PooledMixV3
+from bandit.policies.pooled_mix import PRESETS as POOLED_MIX_PRESETS
+from bandit.policies.pooled_mix import PooledMix
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "ORACLE_NAME",
+    "POLICY_NAMES",
+    "RETIRED_POLICIES",
+    "RetiredPolicyError",
+    "UnknownPolicyError",
+    "check_policy_name",
+    "make_oracle",
+    "make_policy",
+]
+
+
+def _pooled_mix(preset: str) -> Callable[[float], Policy]:
+    return lambda _: PooledMix(preset)
+
 
 # Wire name → a fresh policy, given the ε of egreedy-v1 (the others ignore it).
 _FACTORIES: dict[str, Callable[[float], Policy]] = {
@@ -32,27 +55,39 @@ _FACTORIES: dict[str, Callable[[float], Policy]] = {
     LinUCBV1.name: lambda _: LinUCBV1(),
     EpsilonGreedyV2.name: lambda _: EpsilonGreedyV2(),
     PooledV1.name: lambda _: PooledV1(),
-    PooledMixV1.name: lambda _: PooledMixV1(),
-    PooledMixV2.name: lambda _: PooledMixV2(),
-    PooledMixV3.name: lambda _: PooledMixV3(),
+    **{preset: _pooled_mix(preset) for preset in POOLED_MIX_PRESETS},
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+# Retired wire name → its replacement. Not in POLICY_NAMES; make_policy refuses them by name.
+RETIRED_POLICIES: dict[str, str] = {"pooledmix-v2": "pooledmix-v3"}
 ORACLE_NAME = OraclePolicy.name
 # The serving default (TIPSTREAM_POLICY): the best policy that meets issue 4's learning
 # targets on both persona sets (LEARNING.md).
-DEFAULT_POLICY = PooledMixV3.name
+DEFAULT_POLICY = "pooledmix-v3"
 
 
 class UnknownPolicyError(ValueError):
     """The name is not a registered policy."""
 
 
+class RetiredPolicyError(UnknownPolicyError):
+    """The name was a policy once and is retired; the message names its replacement."""
+
+
+def check_policy_name(name: str) -> None:
+    """Raise unless ``name`` is in POLICY_NAMES (``RetiredPolicyError`` for a retired one)."""
+    if name in _FACTORIES:
+        return
+    replacement = RETIRED_POLICIES.get(name)
+    if replacement is not None:
+        raise RetiredPolicyError(f"policy {name!r} is retired; use {replacement!r} instead")
+    raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+
+
 def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
     """A fresh policy object for a wire name (see POLICY_NAMES)."""
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
-    return factory(epsilon)
+    check_policy_name(name)
+    return _FACTORIES[name](epsilon)
 
 
 def make_oracle(expected_reward: Callable[[Moment, Task], float]) -> OraclePolicy:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
@@ -75,7 +74,7 @@ class RandomPolicy(_TallyPolicy):
     """Uniform over the candidates; propensity 1/K, always "explored"."""
 
     __slots__ = ()
-    name: ClassVar[str] = "random"
+    name = "random"
 
     def probabilities(
         self, user: Tally, shared: None, moment: Moment, tasks: Sequence[Task]
@@ -102,7 +101,7 @@ class OraclePolicy(_TallyPolicy):
     """Argmax of a known expected reward (first max); only meaningful in simulation."""
 
     __slots__ = ("expected_reward",)
-    name: ClassVar[str] = "oracle"
+    name = "oracle"
 
     def __init__(self, expected_reward: Callable[[Moment, Task], float]) -> None:
         self.expected_reward = expected_reward

@@ -1,6 +1,6 @@
 """ε-greedy over a per-user ridge regression.
 
-``egreedy-v1`` is the former production policy, kept exactly (SIMULATION.md): features_v1
+``egreedy-v1`` is the former production policy, kept exactly (docs/simulation.md): features_v1
 (7-d, no intercept), A = I, b = 0, constant ε; greedy ties go to the first maximum.
 
 >>> import numpy as np
@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
 
 from bandit.base import FloatArray, Moment, Task
 from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design
@@ -31,7 +30,7 @@ class LinearEpsilonGreedy(EpsilonGreedyScores):
     """Per-user ridge (A = λI, b = 0) with ε-greedy exploration; subclasses fix the details."""
 
     __slots__ = ("dim", "fmap", "lam")
-    name: ClassVar[str] = "egreedy-base"
+    name = "egreedy-base"
 
     def __init__(
         self, fmap: Callable[[Moment, Task], FloatArray], dim: int, lam: float = 1.0
@@ -62,7 +61,7 @@ class EpsilonGreedyV1(LinearEpsilonGreedy):
     """The former production policy: features_v1, no intercept, constant ε (default 0.1)."""
 
     __slots__ = ("epsilon",)
-    name: ClassVar[str] = "egreedy-v1"
+    name = "egreedy-v1"
 
     def __init__(self, epsilon: float = 0.1) -> None:
         if not 0.0 <= epsilon <= 1.0:
@@ -84,7 +83,7 @@ class EpsilonGreedyV2(LinearEpsilonGreedy):
     """
 
     __slots__ = ("c", "epsilon_min")
-    name: ClassVar[str] = "egreedy-v2"
+    name = "egreedy-v2"
 
     def __init__(self, c: float = 0.1, epsilon_min: float = 0.02, lam: float = 1.0) -> None:
         if not (0.0 <= epsilon_min <= 1.0 and c >= 0.0):

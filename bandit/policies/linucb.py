@@ -15,7 +15,6 @@ argmax of θ·x + α·sqrt(xᵀA⁻¹x) with α = 1 (first maximum). Propensity 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import numpy as np
 
@@ -36,7 +35,7 @@ class LinUCBV1(Policy):
     """LinUCB with d = 5 and α (default 1.0)."""
 
     __slots__ = ("alpha",)
-    name: ClassVar[str] = "linucb-v1"
+    name = "linucb-v1"
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha

@@ -21,7 +21,6 @@ decaying ε_t = max(ε_min, c / sqrt(t + 1)), so propensities are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
 
 import numpy as np
 
@@ -41,7 +40,7 @@ class PooledV1(EpsilonGreedyScores):
     """Hierarchical ridge: user model shrunk towards a pooled model, ε-greedy on top."""
 
     __slots__ = ("c", "dim", "epsilon_min", "fmap", "lam_pool", "lam_user")
-    name: ClassVar[str] = "pooled-v1"
+    name = "pooled-v1"
 
     def __init__(
         self,

@@ -16,14 +16,12 @@ from bandit.policies.baselines import OraclePolicy, RandomPolicy
 from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.policies.linucb import LinUCBV1
 from bandit.policies.pooled import PooledV1
-from bandit.policies.pooled_mix import PooledMixV1
-from bandit.policies.pooled_mix2 import PooledMixV2
-from bandit.policies.pooled_mix3 import PooledMixV3
+from bandit.policies.pooled_mix import PooledMix
 from bandit.registry import POLICY_NAMES, UnknownPolicyError, make_oracle, make_policy
 
 
 def world(rng: np.random.Generator, k: int = 8) -> tuple[Moment, list[Task]]:
-    """One round as in SIMULATION.md: uniform moment, K candidate tasks."""
+    """One round as in docs/simulation.md: uniform moment, K candidate tasks."""
     moment = Moment(int(rng.integers(24)), int(rng.integers(7)))
     tasks = [
         Task(f"t{i}", int(rng.integers(1, 5)), bool(rng.random() < 0.3), float(rng.uniform(0, 20)))
@@ -54,9 +52,8 @@ ALL: list[Callable[[], Policy]] = [
     LinUCBV1,
     EpsilonGreedyV2,
     PooledV1,
-    lambda: PooledMixV1(c=0.8),  # the mixtures: a large ε so every index is drawn often
-    lambda: PooledMixV2(c=0.8),
-    lambda: PooledMixV3(c=0.8),
+    lambda: PooledMix("pooledmix-v1", c=0.8),  # the mixtures: a large ε so every index is drawn
+    lambda: PooledMix("pooledmix-v3", c=0.8),  # often
     lambda: OraclePolicy(reward_of),
 ]
 
@@ -84,7 +81,7 @@ def test_propensities_match_empirical_frequencies(
 
 
 def literal_egreedy_v1(seed: int, rounds: int, epsilon: float) -> list[int]:
-    """SIMULATION.md, written out again independently of bandit/: A = I₇, b = 0,
+    """docs/simulation.md, written out again independently of bandit/: A = I₇, b = 0,
     θ = A⁻¹b, features_v1, ε-greedy, update A += x xᵀ, b += r x."""
 
     def x_of(m: Moment, t: Task) -> np.ndarray:
