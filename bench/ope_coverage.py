@@ -2,7 +2,7 @@
 
 For each seed: one real simulation run (``tipstream simulate --judge rule --via inprocess``,
 Kafka + sim_events) logged by ``--logging`` (default egreedy-v1, the former production
-policy), then ``streams.analysis.evaluate`` on that run for each target. The rule judge knows the
+policy), then ``bandit.ope.evaluation`` on that run for each target. The rule judge knows the
 target's true value on the same contexts: Σ_k π_k E[r_k] with π the replayed target's
 probabilities. Counts, per target, the seeds whose DR interval contains it (issue 4's target:
 ≥ 18 of 20). A statistical property, hence a benchmark and not a pass/fail test.
@@ -20,7 +20,8 @@ import time
 
 import orjson
 
-from streams.analysis.evaluate import evaluate_log, load_run
+from bandit.ope.evaluation import evaluate_log
+from streams.analysis.load import load_run_log
 from streams.settings import get_settings
 
 
@@ -50,7 +51,9 @@ def main() -> int:
             cmd += ["--personas", args.personas]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         run_id = orjson.loads(done.stdout.strip().splitlines()[-1])["run_id"]
-        ev = evaluate_log(asyncio.run(load_run(url, run_id)), targets, n_boot=args.n_boot, seed=i)
+        ev = evaluate_log(
+            asyncio.run(load_run_log(url, run_id)), targets, n_boot=args.n_boot, seed=i
+        )
         cells = []
         for p in ev.policies:
             assert p.true_value is not None

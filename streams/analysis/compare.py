@@ -7,7 +7,7 @@ it), ``--jobs`` at a time. The figures are then read back from ``sim_events``:
 - *expected reward*: the rule judge's exact expectation of the shown tip, so a policy is
   judged on what it chose, not on the judge's dice; ``random`` and ``oracle`` baselines for
   ``gap_closed`` are the mean and the max of the candidates' expectations of the same rows
-  (CONTRACTS.md: gap_closed = (expected − random) / (oracle − random));
+  (docs/contracts.md: gap_closed = (expected − random) / (oracle − random));
 - two settings: *long* (``--long-users`` per persona × ``--long-rounds``, reported over the
   first 20, 200, … rounds of the same runs and over the last ``--last`` rounds), and *cold*
   (``--cold-users`` per persona × ``--cold-rounds``, the whole run). A prefix of a long run
@@ -18,7 +18,7 @@ it), ``--jobs`` at a time. The figures are then read back from ``sim_events``:
   of the ratio of sums. Users of a pooled policy share a prior, so they are not quite
   independent: read the intervals of pooled policies as slightly optimistic.
 
-Exit codes: 0 ok, 2 bad usage, 1 a run failed.
+The command line is ``streams.cli.compare``.
 """
 
 from __future__ import annotations
@@ -31,15 +31,29 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
-import typer
 
 from bandit.base import FloatArray
-from bandit.registry import DEFAULT_POLICY
-from bandit.stats import mean_ci
+from bandit.registry import DEFAULT_POLICY, ORACLE_NAME
+from bandit.stats import mean_ci95
+from streams.analysis.load import fetch_expectations
+
+__all__ = [
+    "STANDARD_POLICIES",
+    "Cell",
+    "CompareUsageError",
+    "Job",
+    "RunRows",
+    "cell",
+    "compare",
+    "render_markdown",
+    "run_rows",
+    "run_simulation",
+    "windows",
+]
 
 # The issue's columns (random, egreedy-v1, with an intercept, oracle), the older and the
 # pooled policies, and the serving default.
@@ -50,17 +64,8 @@ STANDARD_POLICIES = (
     "egreedy-v2",
     "pooled-v1",
     DEFAULT_POLICY,
-    "oracle",
+    ORACLE_NAME,
 )
-
-EVENTS_QUERY = """
-SELECT user_id, round, expected_reward, reward_milli,
-       (SELECT avg((c->>'expected_reward')::float8)
-          FROM jsonb_array_elements(features->'candidates') c) AS random_expected,
-       (SELECT max((c->>'expected_reward')::float8)
-          FROM jsonb_array_elements(features->'candidates') c) AS oracle_expected
-FROM sim_events WHERE run_id = $1
-"""
 
 
 class CompareUsageError(ValueError):
@@ -75,8 +80,8 @@ class RunRows:
     round: FloatArray
     expected: FloatArray
     reward: FloatArray
-    random: FloatArray
-    oracle: FloatArray
+    random_expected: FloatArray  # mean of the candidates' expectations
+    oracle_expected: FloatArray  # max of the candidates' expectations
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +99,12 @@ class Cell:
 
 def _units(runs: Sequence[RunRows], lo: int, hi: int) -> dict[str, FloatArray]:
     """Per (seed, user) means over rounds lo ≤ r < hi."""
-    out: dict[str, list[float]] = {"expected": [], "reward": [], "random": [], "oracle": []}
+    out: dict[str, list[float]] = {
+        "expected": [],
+        "reward": [],
+        "random_expected": [],
+        "oracle_expected": [],
+    }
     count = 0
     for seed_index, run in enumerate(runs):
         mask = (run.round >= lo) & (run.round < hi)
@@ -111,10 +121,10 @@ def _units(runs: Sequence[RunRows], lo: int, hi: int) -> dict[str, FloatArray]:
 def cell(runs: Sequence[RunRows], lo: int, hi: int, *, n_boot: int = 2000, seed: int = 0) -> Cell:
     """The figures of one policy over rounds [lo, hi) of its runs (one per seed)."""
     u = _units(runs, lo, hi)
-    e, r, rnd, orc = u["expected"], u["reward"], u["random"], u["oracle"]
+    e, r, rnd, orc = u["expected"], u["reward"], u["random_expected"], u["oracle_expected"]
     if e.size == 0:
         raise CompareUsageError(f"no judgments in rounds [{lo}, {hi})")
-    ie, ir = mean_ci(e), mean_ci(r)
+    ie, ir = mean_ci95(e), mean_ci95(r)
     gap = float((e.sum() - rnd.sum()) / (orc.sum() - rnd.sum()))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, e.size, size=(n_boot, e.size))
@@ -131,14 +141,8 @@ def cell(runs: Sequence[RunRows], lo: int, hi: int, *, n_boot: int = 2000, seed:
     )
 
 
-async def fetch_run(database_url: str, run_id: str) -> RunRows:
-    import asyncpg  # noqa: PLC0415
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(EVENTS_QUERY, run_id)
-    finally:
-        await conn.close()
+def run_rows(run_id: str, rows: Sequence[Mapping[str, Any]]) -> RunRows:
+    """One run's ``EXPECTATIONS_QUERY`` rows (``streams.analysis.load``) as arrays."""
     if not rows or any(r["expected_reward"] is None for r in rows):
         raise CompareUsageError(f"run {run_id}: no rule-judge expectations to compare")
     return RunRows(
@@ -146,13 +150,15 @@ async def fetch_run(database_url: str, run_id: str) -> RunRows:
         round=np.array([r["round"] for r in rows], dtype=np.float64),
         expected=np.array([r["expected_reward"] for r in rows], dtype=np.float64),
         reward=np.array([(r["reward_milli"] or 0) / 1000.0 for r in rows], dtype=np.float64),
-        random=np.array([r["random_expected"] for r in rows], dtype=np.float64),
-        oracle=np.array([r["oracle_expected"] for r in rows], dtype=np.float64),
+        random_expected=np.array([r["random_expected"] for r in rows], dtype=np.float64),
+        oracle_expected=np.array([r["oracle_expected"] for r in rows], dtype=np.float64),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """One simulation of the comparison."""
+
     policy: str
     seed: int
     users: int
@@ -231,6 +237,7 @@ def compare(  # noqa: PLR0917 - one comparison's parameters
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Run every simulation, read the runs back and compute each policy's cell per window."""
     work = [Job(p, s, cold_users, cold_rounds, "cold") for s in seeds for p in policies]
     if long_rounds > 0:
         work += [Job(p, s, long_users, long_rounds, "long") for s in seeds for p in policies]
@@ -253,7 +260,10 @@ def compare(  # noqa: PLR0917 - one comparison's parameters
             run_ids[job] = rid
 
     async def load_all() -> dict[Job, RunRows]:
-        return {job: await fetch_run(database_url, rid) for job, rid in run_ids.items()}
+        return {
+            job: run_rows(rid, await fetch_expectations(database_url, rid))
+            for job, rid in run_ids.items()
+        }
 
     data = asyncio.run(load_all())
     spans: list[tuple[str, str, int, int]] = []
@@ -296,90 +306,3 @@ def compare(  # noqa: PLR0917 - one comparison's parameters
         ],
         "wall_s": round(time.monotonic() - started, 1),
     }
-
-
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise CompareUsageError(
-            f"--{name} must be a comma list of integers, not {text!r}"
-        ) from None
-    if not values or any(v < 0 for v in values):
-        raise CompareUsageError(f"--{name} needs at least one integer ≥ 0")
-    return values
-
-
-def compare_command(  # noqa: PLR0917 - typer options
-    policies: Annotated[str, typer.Option(help="comma list")] = ",".join(STANDARD_POLICIES),
-    seeds: Annotated[str, typer.Option(help="comma list of world seeds")] = "0",
-    long_users: Annotated[int, typer.Option(help="long setting: users per persona")] = 10,
-    long_rounds: Annotated[int, typer.Option(help="long setting: rounds (0: skip it)")] = 1000,
-    checkpoints: Annotated[
-        str, typer.Option(help="long setting: also report the first N rounds")
-    ] = "20,200",
-    last: Annotated[int, typer.Option(help="long setting: report the last N rounds")] = 200,
-    cold_users: Annotated[int, typer.Option(help="cold start: users per persona")] = 50,
-    cold_rounds: Annotated[int, typer.Option(help="cold start: rounds")] = 20,
-    personas: Annotated[
-        Path | None, typer.Option(help="persona JSON file (default: the standard five)")
-    ] = None,
-    jobs: Annotated[int, typer.Option(help="simulations at once")] = 2,
-    markdown: Annotated[Path | None, typer.Option(help="also write the tables here")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the figures")] = False,
-) -> None:
-    """Run the standard comparison (rule judge, in-process policies, real simulator) and print
-    mean expected reward, realized reward and gap_closed with 95% intervals per policy.
-
-    Wall time is about (policies × seeds × judgments) / (700 per second × jobs) on a small
-    machine: the defaults (7 policies, 1 seed) take about 10 minutes.
-
-      tipstream compare --seeds 0,1 --personas judges/personas/alternate.json
-    """
-    from streams.settings import get_settings  # noqa: PLC0415
-
-    try:
-        names = [p.strip() for p in policies.split(",") if p.strip()]
-        if not names:
-            raise CompareUsageError("--policies is empty")
-        from bandit.registry import ORACLE_NAME, POLICY_NAMES  # noqa: PLC0415
-
-        unknown = [n for n in names if n not in POLICY_NAMES and n != ORACLE_NAME]
-        if unknown:
-            raise CompareUsageError(
-                f"unknown policies {unknown}; known: {', '.join(POLICY_NAMES)}, oracle"
-            )
-        seed_list = _ints(seeds, "seeds")
-        marks = _ints(checkpoints, "checkpoints") if checkpoints.strip() else []
-        if min(long_users, cold_users, cold_rounds, jobs) < 1 or long_rounds < 0 or last < 0:
-            raise CompareUsageError("users, rounds and jobs must be positive")
-        if personas is not None and not personas.is_file():
-            raise CompareUsageError(f"--personas {personas}: no such file")
-        result = compare(
-            names, seed_list, long_users, long_rounds, cold_users, cold_rounds, marks, last,
-            personas, jobs, get_settings().database_url, progress=not as_json,
-        )  # fmt: skip
-    except CompareUsageError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("error: cancelled", err=True)
-        raise typer.Exit(1) from None
-    except Exception as err:
-        typer.echo(f"error: {type(err).__name__}: {err}", err=True)
-        raise typer.Exit(1) from None
-    text = render_markdown(result)
-    header = (
-        f"personas: {result['personas']}; seeds {result['seeds']}; "
-        f"{len(result['runs'])} runs in {result['wall_s']} s\n"
-    )
-    if markdown is not None:
-        markdown.write_text(header + "\n" + text + "\n", encoding="utf-8")
-    if as_json:
-        sys.stdout.write(orjson.dumps(result).decode() + "\n")
-    else:
-        sys.stdout.write(header + "\n" + text + "\n")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("compare")(compare_command)

@@ -25,7 +25,8 @@ def _mount() -> None:
     app.add_typer(devstack.dev_app, name="dev")
     worker.register(app)
     __import__("streams.cli.sim", fromlist=["register"]).register(app)
-    __import__("streams.analysis.evaluate", fromlist=["register"]).register(app)
+    __import__("streams.cli.evaluate", fromlist=["register"]).register(app)
+    __import__("streams.cli.compare", fromlist=["register"]).register(app)
 
 
 def main() -> None:

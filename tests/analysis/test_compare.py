@@ -22,8 +22,8 @@ def _run(frac: float, users: int = 6, rounds: int = 10, seed: int = 0) -> RunRow
         round=np.array([i // users for i in range(n)], dtype=np.float64),
         expected=exp,
         reward=exp + rng.normal(0, 0.1, n),
-        random=rnd,
-        oracle=orc,
+        random_expected=rnd,
+        oracle_expected=orc,
     )
 
 
@@ -40,8 +40,9 @@ def test_gap_closed_of_a_known_fraction(frac: float) -> None:
 
 def test_windows_select_rounds() -> None:
     run = _run(0.5)
-    late = RunRows(run.user, run.round, np.where(run.round >= 5, run.oracle, run.random),
-                   run.reward, run.random, run.oracle)  # fmt: skip
+    late = RunRows(run.user, run.round,
+                   np.where(run.round >= 5, run.oracle_expected, run.random_expected),
+                   run.reward, run.random_expected, run.oracle_expected)  # fmt: skip
     assert cell([late], 5, 10).gap[0] == pytest.approx(1.0)
     assert cell([late], 0, 5).gap[0] == pytest.approx(0.0)
     assert windows([20, 200, 5000], 1000, 200)[-1] == ("last 200 of 1000", 800, 1000)

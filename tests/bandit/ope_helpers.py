@@ -4,10 +4,10 @@ rounds, same World streams, rule judge), so estimator tests need no broker or da
 from __future__ import annotations
 
 from bandit.base import Policy
+from bandit.ope.logged import LoggedRow
 from judges.personas import Persona, load_personas
 from judges.rule import RuleJudge, expected_reward
 from judges.world import World
-from streams.analysis.evaluate import LoggedRow
 
 
 def lockstep_log(
