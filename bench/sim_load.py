@@ -17,7 +17,9 @@ import sys
 import time
 
 from streams.settings import Settings, get_settings
-from streams.sim.simulate import Publisher, SimConfig, make_producer, run_load
+from streams.sim.config import SimConfig
+from streams.sim.load import run_load
+from streams.sim.publisher import Message, Publisher, make_producer
 
 SIM_SECONDS = 5.0
 PACED_RATE = 2000.0
@@ -25,7 +27,7 @@ PACED_SECONDS = 3.0
 MAX_IN_FLIGHT = 1000
 
 
-async def raw_produce(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> float:
+async def raw_produce(settings: Settings, messages: list[Message]) -> float:
     """Messages per second of plain aiokafka sends of pre-encoded messages."""
     producer = make_producer(settings, linger_ms=20)
     await producer.start()
@@ -41,36 +43,26 @@ async def raw_produce(settings: Settings, messages: list[tuple[str, bytes, bytes
     return len(messages) / elapsed
 
 
+def _config(seed: int, rate: float, duration: float) -> SimConfig:
+    return SimConfig(
+        policy="egreedy-v1",
+        users=20,
+        seed=seed,
+        rate=rate,
+        duration=duration,
+        max_in_flight=MAX_IN_FLIGHT,
+    )
+
+
 async def run_load_bench(settings: Settings) -> dict[str, float]:
     """Measure the simulator's load mode against raw production; returns the figures."""
-    captured: list[tuple[str, bytes, bytes]] = []
+    captured: list[Message] = []
     flat_out = await run_load(
-        settings,
-        SimConfig(
-            policy="egreedy-v1",
-            users=20,
-            seed=1,
-            rate=1e9,
-            duration=SIM_SECONDS,
-            max_in_flight=MAX_IN_FLIGHT,
-        ),
-        quiet=True,
-        record=False,
-        capture=captured,
+        settings, _config(1, 1e9, SIM_SECONDS), quiet=True, record=False, capture=captured
     )
     raw_rate = await raw_produce(settings, captured)
     paced = await run_load(
-        settings,
-        SimConfig(
-            policy="egreedy-v1",
-            users=20,
-            seed=2,
-            rate=PACED_RATE,
-            duration=PACED_SECONDS,
-            max_in_flight=MAX_IN_FLIGHT,
-        ),
-        quiet=True,
-        record=False,
+        settings, _config(2, PACED_RATE, PACED_SECONDS), quiet=True, record=False
     )
     return {
         "sim_rate_msgs_per_s": flat_out.achieved_rate,

@@ -13,7 +13,7 @@ Phase 2 line (one per judgment)::
 A judgment is matched to its request by (run_id, user_id, round, tip_id). Extra fields
 are ignored, so a judge may copy a request line and add ``action`` and ``dwell_ms``.
 ``action`` is done, snooze or dismiss (surrounding whitespace and case ignored).
-``dwell_ms`` is an integer in [0, 2,592,000,000] (CONTRACTS.md). It is required for
+``dwell_ms`` is an integer in [0, 2,592,000,000] (docs/contracts.md). It is required for
 ``done``, whose reward depends on it: the external judge's answer is not replaced by the
 rule judge's model. For snooze and dismiss it may be omitted or null, and is then the
 midpoint of the rule judge's range (11,500 ms, 3,000 ms): their reward does not depend
@@ -41,11 +41,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, ClassVar, NoReturn, TextIO
+
+import numpy as np
 
 from bandit.base import Moment, Task
-from judges.base import ACTIONS, Judgment
+from judges.base import ACTIONS, Judge, Judgment
+from judges.personas import Persona
 from judges.rule import DISMISS_MS, SNOOZE_MS, reward_of
+
+__all__ = [
+    "MAX_DWELL_MS",
+    "ExternalJudge",
+    "ExternalJudgment",
+    "JudgmentRequest",
+    "LineError",
+    "RequestFileError",
+    "RequestKey",
+    "read_judgments",
+    "read_requests",
+    "write_requests",
+]
 
 MAX_DWELL_MS = 2_592_000_000  # 30 days, as in TipFeedback.dwellMs
 
@@ -56,6 +72,25 @@ _DEFAULT_DWELL_MS = {
     "snooze": (SNOOZE_MS[0] + SNOOZE_MS[1]) // 2,
     "dismiss": (DISMISS_MS[0] + DISMISS_MS[1]) // 2,
 }
+
+
+class ExternalJudge(Judge):
+    """Judgments made outside the simulator: requests out in phase 1, judgments in in phase 2.
+
+    It cannot answer one call in the loop (the answer comes back in another process, maybe
+    days later), so ``judge`` refuses; the simulator reads ``two_phase`` and plays the run
+    with :func:`write_requests` and :func:`read_judgments` instead.
+    """
+
+    name: ClassVar[str] = "external"
+    two_phase: ClassVar[bool] = True
+
+    async def judge(
+        self, persona: Persona, moment: Moment, task: Task, rng: np.random.Generator
+    ) -> NoReturn:
+        raise NotImplementedError(
+            "the external judge answers in phase 2 (read_judgments), not in the loop"
+        )
 
 
 @dataclass(frozen=True, slots=True)

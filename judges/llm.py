@@ -37,16 +37,30 @@ import asyncio
 import dataclasses
 import logging
 import string
-from typing import ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import anthropic
 import numpy as np
-from anthropic.types import Message, MessageParam, TextBlock, TextBlockParam, Usage
 
 from bandit.base import Moment, Task
 from judges.base import ACTIONS, Judge, Judgment
 from judges.personas import Persona
 from judges.rule import RuleJudge, draw_dwell, engagement, reward_of
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import MessageParam, TextBlockParam, Usage
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "FALLBACK_REASONS",
+    "INSTRUCTIONS",
+    "MAX_TOKENS",
+    "LLMJudge",
+    "parse_answer",
+    "system_blocks",
+    "user_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +135,14 @@ def parse_answer(text: str) -> str | None:
     return word if word in ACTIONS else None
 
 
+def _sdk() -> ModuleType:
+    """The Anthropic SDK, imported on first use: it takes seconds to import, and a
+    simulator or CLI that does not judge with the LLM should not pay for it."""
+    import anthropic  # noqa: PLC0415 - heavy third-party import, see the docstring
+
+    return anthropic
+
+
 def _has_credentials(client: anthropic.AsyncAnthropic) -> bool:
     return any(
         getattr(client, attr, None) is not None for attr in ("api_key", "auth_token", "credentials")
@@ -151,9 +173,10 @@ class LLMJudge(Judge):
         self._owns_client = client is None
         base = client
         if base is None:
+            sdk = _sdk()
             try:  # credentials and ANTHROPIC_BASE_URL from the environment
-                base = anthropic.AsyncAnthropic()
-            except anthropic.AnthropicError as err:  # e.g. a broken credentials profile
+                base = sdk.AsyncAnthropic()
+            except sdk.AnthropicError as err:  # e.g. a broken credentials profile
                 log.warning("LLM judge: no usable Anthropic client (%s); rule judge only", err)
         self._has_credentials = base is not None and _has_credentials(base)
         self._client = (
@@ -185,6 +208,14 @@ class LLMJudge(Judge):
             "fallbacks": sum(self.fallbacks.values()),
         }
 
+    def usage_counters(self) -> dict[str, Any]:
+        """The run's cost record (``sim_runs.llm_*``): tokens, calls, fallbacks by reason."""
+        names = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+        counters: dict[str, Any] = {n: int(getattr(self, n)) for n in names}
+        counters["calls"] = self.calls
+        counters["fallbacks"] = dict(self.fallbacks)
+        return counters
+
     async def aclose(self) -> None:
         """Close the HTTP client if this judge created it."""
         if self._owns_client and self._client is not None:
@@ -214,6 +245,7 @@ class LLMJudge(Judge):
         self, client: anthropic.AsyncAnthropic, persona: Persona, moment: Moment, task: Task
     ) -> tuple[str | None, str]:
         """(action, "") on an answer; (None, reason) on a failure."""
+        sdk = _sdk()
         try:
             async with self._semaphore:
                 self.calls += 1
@@ -223,19 +255,19 @@ class LLMJudge(Judge):
                     system=system_blocks(persona),
                     messages=[self._message(moment, task)],
                 )
-            if not isinstance(response, Message):  # e.g. an HTML page from a proxy
+            if not isinstance(response, sdk.types.Message):  # e.g. an HTML page from a proxy
                 return None, "api_error"
             self._count_usage(response.usage)
-            text = "".join(b.text for b in response.content if isinstance(b, TextBlock))
-        except anthropic.APITimeoutError:  # before APIConnectionError, its base class
+            text = "".join(b.text for b in response.content if isinstance(b, sdk.types.TextBlock))
+        except sdk.APITimeoutError:  # before APIConnectionError, its base class
             return None, "timeout"
-        except anthropic.APIConnectionError:
+        except sdk.APIConnectionError:
             return None, "connection_error"
-        except anthropic.RateLimitError:
+        except sdk.RateLimitError:
             return None, "rate_limited"
-        except anthropic.CredentialsError:
+        except sdk.CredentialsError:
             return None, "no_api_key"
-        except anthropic.AnthropicError:
+        except sdk.AnthropicError:
             return None, "api_error"
         except Exception:
             log.warning("LLM judge: unexpected error, using the rule judge", exc_info=True)

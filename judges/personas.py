@@ -1,7 +1,7 @@
 """Personas: the synthetic users the simulator plays, loaded from JSON data files.
 
 A persona file is a JSON list of objects with exactly the fields of :class:`Persona`.
-The standard five (SIMULATION.md) ship as ``judges/personas/standard.json``; a second,
+The standard five (docs/simulation.md) ship as ``judges/personas/standard.json``; a second,
 untuned set ships as ``judges/personas/alternate.json`` (see :data:`ALTERNATE_PERSONAS`).
 
 >>> print(", ".join(p.name for p in load_personas()))

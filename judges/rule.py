@@ -1,4 +1,4 @@
-"""The rule judge: SIMULATION.md's engagement model, with exact expected rewards.
+"""The rule judge: the engagement model of docs/simulation.md, with exact expected rewards.
 
 Engagement ``e`` of a persona for a tip (priority p, overdue flag, hour h):
 
@@ -30,28 +30,65 @@ Draw order (part of the common-random-numbers contract): first ``u``, then the d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from bandit.base import Moment, Task
-from bandit.reward import infer_reward
-from judges.base import Judge, Judgment
+from bandit.reward import FOCUSED_MS, REFLEX_MS, SLOW_MS, infer_reward, reward_for_done
+from judges.base import Judgment, SyncJudge
 from judges.personas import Persona
+
+__all__ = [
+    "BASE_ENGAGEMENT",
+    "DISMISS_MS",
+    "DONE_FAST_MS",
+    "DONE_FOCUSED_MS",
+    "DONE_SHARE",
+    "DONE_SLOW_MS",
+    "MAX_ENGAGEMENT",
+    "MIN_ENGAGEMENT",
+    "SNOOZE_MS",
+    "RuleJudge",
+    "activity_adjustment",
+    "done_dwell_range",
+    "done_reward",
+    "draw_action",
+    "draw_dwell",
+    "engagement",
+    "expected_reward",
+    "expected_reward_from_engagement",
+    "is_evening",
+    "is_morning",
+    "reward_of",
+]
 
 BASE_ENGAGEMENT = 0.35
 MIN_ENGAGEMENT = 0.05
 MAX_ENGAGEMENT = 0.90
 DONE_SHARE = 0.55  # P(done) = 0.55 e, P(snooze) = 0.45 e, P(dismiss) = 1 - e
-SNOOZE_REWARD = 0.1
-DISMISS_REWARD = -1.0
 
-# Inclusive dwell ranges in milliseconds.
-DONE_FAST_MS = (15_000, 90_000)  # e >= 0.70
-DONE_FOCUSED_MS = (120_000, 480_000)  # e >= 0.50
-DONE_SLOW_MS = (600_000, 1_800_000)  # otherwise
+# Inclusive dwell ranges in milliseconds. Each done band starts where a band of the
+# production reward rule starts (bandit.reward), so that every done lies inside one.
+DONE_FAST_MS = (REFLEX_MS, 90_000)  # e >= 0.70
+DONE_FOCUSED_MS = (FOCUSED_MS, 480_000)  # e >= 0.50
+DONE_SLOW_MS = (SLOW_MS, 1_800_000)  # otherwise
 SNOOZE_MS = (3_000, 20_000)
 DISMISS_MS = (1_000, 5_000)
+
+
+def reward_of(action: str, dwell_ms: int) -> float:
+    """The production reward (``infer_reward``) of a learned action."""
+    reward = infer_reward(action, dwell_ms)
+    if reward is None:  # legacy actions are never produced by a judge
+        raise ValueError(f"action {action!r} carries no reward")
+    return reward
+
+
+# The production rule's rewards of a snooze and a dismiss (they do not depend on the dwell).
+_SNOOZE_REWARD = reward_of("snooze", SNOOZE_MS[0])
+_DISMISS_REWARD = reward_of("dismiss", DISMISS_MS[0])
 
 
 def is_morning(hour: int) -> bool:
@@ -106,17 +143,21 @@ def done_dwell_range(e: float) -> tuple[int, int]:
 
 
 def done_reward(e: float) -> float:
-    """r_done(e): 1.0, 0.6 or 0.3, the production reward of any dwell in e's band."""
-    if e >= 0.70:
-        return 1.0
-    if e >= 0.50:
-        return 0.6
-    return 0.3
+    """r_done(e): 1.0, 0.6 or 0.3, the production reward of any dwell in e's band.
+
+    >>> done_reward(0.7), done_reward(0.5), done_reward(0.49)
+    (1.0, 0.6, 0.3)
+    """
+    return reward_for_done(done_dwell_range(e)[0])
 
 
 def expected_reward_from_engagement(e: float) -> float:
     """0.55 e r_done(e) + 0.045 e - (1 - e)."""
-    return DONE_SHARE * e * done_reward(e) + (1 - DONE_SHARE) * SNOOZE_REWARD * e - (1 - e)
+    return (
+        DONE_SHARE * e * done_reward(e)
+        + (1 - DONE_SHARE) * _SNOOZE_REWARD * e
+        + (1 - e) * _DISMISS_REWARD
+    )
 
 
 def expected_reward(persona: Persona, moment: Moment, task: Task) -> float:
@@ -147,15 +188,7 @@ def draw_dwell(action: str, e: float, rng: np.random.Generator) -> int:
     return int(rng.integers(low, high, endpoint=True))
 
 
-def reward_of(action: str, dwell_ms: int) -> float:
-    """The production reward (``infer_reward``) of a learned action."""
-    reward = infer_reward(action, dwell_ms)
-    if reward is None:  # legacy actions are never produced by a judge
-        raise ValueError(f"action {action!r} carries no reward")
-    return reward
-
-
-class RuleJudge(Judge):
+class RuleJudge(SyncJudge):
     """Deterministic given the rng: draws u, then the dwell; fills ``expected_reward``.
 
     >>> import asyncio
@@ -167,6 +200,7 @@ class RuleJudge(Judge):
     """
 
     name: ClassVar[str] = "rule"
+    knows_expectations: ClassVar[bool] = True
 
     def judge_sync(
         self, persona: Persona, moment: Moment, task: Task, rng: np.random.Generator
@@ -182,7 +216,7 @@ class RuleJudge(Judge):
             expected_reward=expected_reward_from_engagement(e),
         )
 
-    async def judge(
-        self, persona: Persona, moment: Moment, task: Task, rng: np.random.Generator
-    ) -> Judgment:
-        return self.judge_sync(persona, moment, task, rng)
+    def expected_rewards(
+        self, persona: Persona, moment: Moment, tasks: Sequence[Task]
+    ) -> list[float]:
+        return [expected_reward(persona, moment, t) for t in tasks]

@@ -9,7 +9,7 @@ numbers. Streams are independent of each other and of the order in which they ar
 
 Moments are uniform over the 24 hours and 7 weekdays for every persona (the standard
 benchmark; personas' activity patterns act through the judge, not through when they are
-served). Candidates follow SIMULATION.md: priority uniform in 1-4, overdue with
+served). Candidates follow docs/simulation.md: priority uniform in 1-4, overdue with
 probability 0.3, task age uniform in [0, 20) days, each drawn independently.
 
 >>> from judges.personas import load_personas

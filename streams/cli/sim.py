@@ -18,6 +18,16 @@ import orjson
 import typer
 
 from bandit.registry import DEFAULT_POLICY
+from judges.registry import DEFAULT_JUDGE, JUDGE_NAMES_TEXT, UnknownJudgeError, judge_class
+from streams.dev.demo import run_demo
+from streams.settings import get_settings
+from streams.sim.closed_loop import run_closed_loop
+from streams.sim.config import SimConfig, SimUsageError, Via
+from streams.sim.external import run_external_judgments, run_external_requests
+from streams.sim.load import run_load
+from streams.sim.reports import print_summary, render_report
+
+__all__ = ["demo_command", "register", "report_command", "simulate_command"]
 
 T = TypeVar("T")
 
@@ -46,37 +56,6 @@ def _emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console  # noqa: PLC0415
-
-    from streams.analysis.report import print_tables  # noqa: PLC0415
-
-    console = Console(width=None if sys.stdout.isatty() else 110)
-
-    def f(v: Any) -> str:
-        return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-
-    console.print(
-        f"run [bold]{summary['run_id']}[/]: {summary['events']} judgments, mean reward "
-        f"{f(summary['mean_reward'])} [95% CI {f(summary['ci95_low'])}, {f(summary['ci95_high'])}]"
-    )
-    if summary.get("expected_mean_reward") is not None:
-        console.print(
-            f"expected {f(summary['expected_mean_reward'])}, random "
-            f"{f(summary['random_expected_mean_reward'])}, oracle "
-            f"{f(summary['oracle_expected_mean_reward'])}, gap closed {f(summary['gap_closed'])}"
-        )
-    print_tables(
-        console,
-        "per persona",
-        ("persona", "events", "mean reward", "expected"),
-        [
-            (name, p["events"], p["mean_reward"], p["expected_mean_reward"])
-            for name, p in summary["per_persona"].items()
-        ],
-    )
-
-
 def simulate_command(  # noqa: PLR0917 - typer options
     policy: Annotated[
         str,
@@ -84,7 +63,7 @@ def simulate_command(  # noqa: PLR0917 - typer options
             help="random, oracle, egreedy-v1, pooledmix-v3, ... (default: the served one)"
         ),
     ] = DEFAULT_POLICY,
-    judge: Annotated[str, typer.Option(help="rule, llm or external")] = "rule",
+    judge: Annotated[str, typer.Option(help=JUDGE_NAMES_TEXT)] = DEFAULT_JUDGE,
     users: Annotated[int, typer.Option(help="users per persona")] = 1,
     rounds: Annotated[int, typer.Option(help="rounds per user")] = 50,
     seed: Annotated[int, typer.Option(help="fixes users, moments, candidates, judge draws")] = 0,
@@ -117,33 +96,35 @@ def simulate_command(  # noqa: PLR0917 - typer options
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Play synthetic personas onto the tip topics; record every judgment in sim_events."""
-    from streams.settings import get_settings  # noqa: PLC0415
-    from streams.sim import simulate as sim  # noqa: PLC0415
-
     settings = get_settings()
-    if judge not in ("rule", "llm", "external"):
-        raise _fail(f"--judge must be rule, llm or external, not {judge!r}", 2)
+    try:
+        two_phase = judge_class(judge).two_phase
+    except UnknownJudgeError:
+        raise _fail(f"--judge must be {JUDGE_NAMES_TEXT}, not {judge!r}", 2) from None
     if via is not None and via not in ("worker", "inprocess"):
         raise _fail(f"--via must be worker or inprocess, not {via!r}", 2)
     load = rate is not None or duration is not None
     if judgments_in is not None:
         if run_id is None:
             raise _fail("--judgments-in needs --run-id (the run phase 1 printed)", 2)
-    elif judge == "external" and requests_out is None:
+    elif two_phase and requests_out is None:
         raise _fail("--judge external needs --requests-out FILE (phase 1)", 2)
-    if requests_out is not None and judge != "external":
+    if requests_out is not None and not two_phase:
         raise _fail("--requests-out goes with --judge external", 2)
-    chosen_via = via or (
-        "worker" if not load and judge != "external" and policy == settings.policy else "inprocess"
-    )
-    config = sim.SimConfig(
+    chosen_via: Via
+    if via is not None:
+        chosen_via = "worker" if via == "worker" else "inprocess"
+    else:
+        serves_it = not load and not two_phase and policy == settings.policy
+        chosen_via = "worker" if serves_it else "inprocess"
+    config = SimConfig(
         policy=policy,
-        judge=judge,  # type: ignore[arg-type]
+        judge=judge,
         users=users,
         rounds=rounds,
         seed=seed,
         personas_path=str(personas) if personas is not None else None,
-        via=chosen_via,  # type: ignore[arg-type]
+        via=chosen_via,
         epsilon=settings.epsilon if epsilon is None else epsilon,
         concurrency=concurrency,
         rate=rate,
@@ -155,7 +136,7 @@ def simulate_command(  # noqa: PLR0917 - typer options
         if judgments_in is not None:
             assert run_id is not None
             result = run_async(
-                sim.run_external_judgments(settings, str(judgments_in), run_id, quiet=quiet)
+                run_external_judgments(settings, str(judgments_in), run_id, quiet=quiet)
             )
             pending = result["pending"]
             for message in result["missing"]:
@@ -166,10 +147,10 @@ def simulate_command(  # noqa: PLR0917 - typer options
                 err=True,
             )
             if "events" in result and not as_json:
-                _print_summary(result)
+                print_summary(result)
         elif requests_out is not None:
             result = run_async(
-                sim.run_external_requests(
+                run_external_requests(
                     settings, config, str(requests_out), run_id=run_id, quiet=quiet
                 )
             )
@@ -180,7 +161,7 @@ def simulate_command(  # noqa: PLR0917 - typer options
                 err=True,
             )
         elif load:
-            load_result = run_async(sim.run_load(settings, config, run_id=run_id, quiet=quiet))
+            load_result = run_async(run_load(settings, config, run_id=run_id, quiet=quiet))
             result = load_result.as_json()
             typer.echo(
                 f"run {result['run_id']}: {result['messages']} messages in "
@@ -191,10 +172,10 @@ def simulate_command(  # noqa: PLR0917 - typer options
                 err=not as_json,
             )
         else:
-            result = run_async(sim.run_closed_loop(settings, config, run_id=run_id, quiet=quiet))
+            result = run_async(run_closed_loop(settings, config, run_id=run_id, quiet=quiet))
             if not as_json:
-                _print_summary(result)
-    except sim.SimUsageError as err:
+                print_summary(result)
+    except SimUsageError as err:
         raise _fail(str(err), 2) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise _fail("cancelled; the run is marked cancelled", 1) from None
@@ -215,8 +196,6 @@ def report_command(
     as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the figures")] = False,
 ) -> None:
     """Tables with 95% intervals and the reward curve (PNG + HTML) for a run, or two compared."""
-    from streams.settings import get_settings  # noqa: PLC0415
-
     try:
         document = run_async(
             render_report(get_settings().database_url, run_id, run_b, out, quiet=as_json)
@@ -231,71 +210,6 @@ def report_command(
         _emit_json(document)
 
 
-async def render_report(
-    database_url: str, run_id: str, run_b: str | None, out: Path, *, quiet: bool = False
-) -> dict[str, Any]:
-    """Write the report (and comparison) files; print the tables unless ``quiet``."""
-    from rich.console import Console  # noqa: PLC0415
-
-    from streams.analysis import report as rp  # noqa: PLC0415
-
-    console = Console(quiet=quiet, width=None if sys.stdout.isatty() else 110)
-    report_a = await rp.load_report(database_url, run_id)
-    report_b = await rp.load_report(database_url, run_b) if run_b is not None else None
-    if report_b is not None:
-        # Refuse before writing anything.
-        rp.check_comparable(report_a.run["config"], report_b.run["config"])
-    page, picture = rp.write_run_report(report_a, out)
-    _print_run(console, rp, report_a)
-    document: dict[str, Any] = {
-        "run_id": run_id,
-        "summary": report_a.summary,
-        "html": str(page),
-        "png": str(picture),
-    }
-    console.print(f"report: {page}\npicture: {picture}")
-    if report_b is not None:
-        page_b, _ = rp.write_run_report(report_b, out)
-        _print_run(console, rp, report_b)
-        result = rp.compare(report_a.stats, report_b.stats)
-        cmp_page, cmp_picture = rp.write_comparison(report_a, report_b, result, out)
-        rp.print_tables(
-            console,
-            f"B − A: A = {run_id}, B = {run_b} (paired by user and round)",
-            rp.COMPARISON_HEADERS,
-            rp.comparison_rows(
-                result,
-                str(report_a.run["config"].get("policy")),
-                str(report_b.run["config"].get("policy")),
-            ),
-        )
-        console.print(f"comparison: {cmp_page}\npicture: {cmp_picture}\nreport B: {page_b}")
-        document["run_b"] = run_b
-        document["summary_b"] = report_b.summary
-        document["comparison"] = rp.interval_json(
-            {
-                "pairs": result["pairs"],
-                "reward": result["reward"],
-                "expected": result["expected"],
-                "per_persona": result["per_persona"],
-            }
-        )
-        document["comparison_html"] = str(cmp_page)
-        document["comparison_png"] = str(cmp_picture)
-    return document
-
-
-def _print_run(console: Any, rp: Any, report: Any) -> None:
-    config = report.run.get("config") or {}
-    console.print(
-        f"\n[bold]{report.run['run_id']}[/] ({report.run.get('status')}): policy "
-        f"{config.get('policy')}, judge {config.get('judge')}, seed {config.get('seed')}, "
-        f"{report.summary['events']} judgments"
-    )
-    rp.print_tables(console, "per persona", rp.PERSONA_HEADERS, rp.persona_rows(report.personas))
-    rp.print_tables(console, "per action", rp.ACTION_HEADERS, rp.action_rows(report.actions))
-
-
 def demo_command(
     users: Annotated[int, typer.Option(help="users per persona")] = 2,
     rounds: Annotated[int, typer.Option(help="rounds per user")] = 200,
@@ -304,8 +218,6 @@ def demo_command(
     """Start the stack and the worker, play the five personas against the serving policy
     (TIPSTREAM_POLICY) through the worker and against random in-process (same seed), and
     report the comparison."""
-    from streams.dev.demo import run_demo  # noqa: PLC0415
-
     try:
         code = run_demo(users=users, rounds=rounds, seed=seed)
     except KeyboardInterrupt:

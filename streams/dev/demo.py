@@ -20,28 +20,47 @@ import asyncio
 import sys
 from pathlib import Path
 
+from bandit.policies.baselines import RandomPolicy
+from judges.rule import RuleJudge
+from streams.dev import devstack
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings, get_settings
+from streams.sim.closed_loop import run_closed_loop
+from streams.sim.config import SimConfig
+from streams.sim.reports import print_summary, render_report
+
+__all__ = ["DEMO_PARTITIONS", "demo_settings", "run_demo"]
 
 
 async def _demo(settings: Settings, *, users: int, rounds: int, seed: int, out: Path) -> None:
-    from streams.cli.sim import _print_summary, render_report  # noqa: PLC0415
-    from streams.sim import simulate as sim  # noqa: PLC0415
-
-    common = {"judge": "rule", "users": users, "rounds": rounds, "seed": seed}
     policy = settings.policy
     print(f"demo: {policy} through the worker, {users} users x 5 personas x {rounds} rounds")
-    learned = await sim.run_closed_loop(
+    learned = await run_closed_loop(
         settings,
-        sim.SimConfig(policy=policy, via="worker", epsilon=settings.epsilon, **common),  # type: ignore[arg-type]
+        SimConfig(
+            policy=policy,
+            judge=RuleJudge.name,
+            users=users,
+            rounds=rounds,
+            seed=seed,
+            via="worker",
+            epsilon=settings.epsilon,
+        ),
     )
-    _print_summary(learned)
+    print_summary(learned)
     print("demo: random in-process, same seed (the same users, moments and candidates)")
-    baseline = await sim.run_closed_loop(
+    baseline = await run_closed_loop(
         settings,
-        sim.SimConfig(policy="random", via="inprocess", **common),  # type: ignore[arg-type]
+        SimConfig(
+            policy=RandomPolicy.name,
+            judge=RuleJudge.name,
+            users=users,
+            rounds=rounds,
+            seed=seed,
+            via="inprocess",
+        ),
     )
-    _print_summary(baseline)
+    print_summary(baseline)
     print(f"demo: report, A = random, B = {policy}")
     document = await render_report(
         settings.database_url, baseline["run_id"], learned["run_id"], out
@@ -69,8 +88,6 @@ def demo_settings(settings: Settings) -> Settings:
 def run_demo(
     *, users: int = 2, rounds: int = 200, seed: int = 7, out: Path = Path("reports")
 ) -> int:
-    from streams.dev import devstack  # noqa: PLC0415
-
     base = demo_settings(get_settings())
     try:
         for line in devstack.ensure_up(quiet=True):

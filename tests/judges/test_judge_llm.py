@@ -303,6 +303,9 @@ async def test_fallbacks_are_counted_by_reason(fake_api: FakeMessagesAPI) -> Non
     assert reasons == ["bad_answer", "api_error", None, "bad_answer"]
     assert judge.fallbacks == {"bad_answer": 2, "api_error": 1}
     assert judge.usage()["fallbacks"] == 3
+    counters = judge.usage_counters()  # the run's cost record: fallbacks by reason
+    assert counters["fallbacks"] == {"bad_answer": 2, "api_error": 1}
+    assert counters["calls"] == judge.calls
 
 
 def test_constructor_rejects_bad_settings() -> None:

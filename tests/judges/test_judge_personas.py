@@ -16,7 +16,7 @@ from judges.personas import (
     load_personas,
 )
 
-TABLE = [  # SIMULATION.md, "Personas (the standard five)"
+TABLE = [  # docs/simulation.md, "Personas (the standard five)"
     ("deadline-driven", 0.9, 0.9, True, False),
     ("evening-relaxed", 0.2, 0.4, False, True),
     ("low-priority-first", -0.8, 0.5, False, False),

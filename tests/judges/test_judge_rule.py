@@ -1,4 +1,4 @@
-"""The rule judge: engagement as SIMULATION.md writes it, and the exact expected reward."""
+"""The rule judge: engagement as docs/simulation.md writes it, and the exact expected reward."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def exact_engagement(
     overdue: bool,
     hour: int,
 ) -> Fraction:
-    """SIMULATION.md's engagement in exact rational arithmetic."""
+    """docs/simulation.md's engagement in exact rational arithmetic."""
     e = Fraction(35, 100) + (Fraction(priority - 1, 3) - Fraction(1, 2)) * hp * Fraction(4, 10)
     if overdue:
         e += (od - Fraction(1, 2)) * Fraction(3, 10)

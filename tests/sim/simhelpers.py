@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.analysis.report import t_975
+from bandit.stats import t_975
 from streams.dev.worker_process import settings_env
 from streams.settings import Settings
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,10 +15,12 @@ import pytest
 from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from streams.sim.simulate import SimConfig, run_closed_loop
+from streams.sim.closed_loop import run_closed_loop
+from streams.sim.config import SimConfig
 from streams.worker.partitioning import partition_for
 from tests.sim.simhelpers import (
     assert_summary_matches_db,
+    cli_env,
     consume_run,
     judgments,
     run_cli,
@@ -159,13 +165,6 @@ async def test_cli_json_line_matches_tables(topics: Settings, pg: asyncpg.Connec
 
 
 async def test_sigint_marks_the_run_cancelled(topics: Settings, pg: asyncpg.Connection) -> None:
-    import asyncio  # noqa: PLC0415
-    import secrets  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    from tests.sim.simhelpers import cli_env  # noqa: PLC0415
-
     run_id = f"sim-test-cancel-{secrets.token_hex(3)}"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.cli", "simulate", "--policy", "random",

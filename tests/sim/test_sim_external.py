@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 
 from streams.settings import Settings
-from streams.sim.simulate import (
+from streams.sim.config import SimConfig
+from streams.sim.external import (
     JudgmentLinesError,
-    SimConfig,
     run_external_judgments,
     run_external_requests,
 )

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from streams.settings import Settings
-from streams.sim.simulate import SimConfig, run_closed_loop
+from streams.sim.closed_loop import run_closed_loop
+from streams.sim.config import SimConfig
 from tests.sim.simhelpers import run_rows
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,9 @@ import asyncpg
 import pytest
 
 from streams.settings import Settings
-from streams.sim.simulate import Publisher, SimConfig, run_load
+from streams.sim.config import SimConfig
+from streams.sim.load import run_load
+from streams.sim.publisher import Publisher
 
 pytestmark = pytest.mark.integration
 

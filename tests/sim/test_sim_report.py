@@ -10,20 +10,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from streams.analysis.report import (
-    IncomparableRunsError,
-    check_comparable,
-    compare,
-    gap_closed,
-    mean_ci95,
-    paired_difference,
-    proportion_ci95,
-    summarize,
-    t_975,
-)
-from streams.cli.sim import render_report
+from bandit.stats import gap_closed, mean_ci95, paired_difference, proportion_ci95, t_975
+from streams.analysis.summary import IncomparableRunsError, check_comparable, compare, summarize
 from streams.settings import Settings
-from streams.sim.simulate import SimConfig, run_closed_loop
+from streams.sim.closed_loop import run_closed_loop
+from streams.sim.config import SimConfig
+from streams.sim.reports import render_report
 from tests.sim.simhelpers import run_cli
 
 

@@ -1,0 +1,69 @@
+"""Judges by wire name: ``rule``, ``llm`` and ``external``.
+
+What a run may do with a judge is a capability of its class (``knows_expectations``,
+``two_phase``, :class:`~judges.base.SyncJudge`), readable before the judge is built.
+
+>>> JUDGE_NAMES, JUDGE_NAMES_TEXT
+(('rule', 'llm', 'external'), 'rule, llm or external')
+>>> judge_class("rule").knows_expectations, judge_class("external").two_phase
+(True, True)
+>>> make_judge("psychic")
+Traceback (most recent call last):
+...
+judges.registry.UnknownJudgeError: unknown judge 'psychic'; known: rule, llm, external
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from judges.base import Judge
+from judges.external import ExternalJudge
+from judges.llm import DEFAULT_MODEL, LLMJudge
+from judges.rule import RuleJudge
+
+__all__ = [
+    "DEFAULT_JUDGE",
+    "JUDGE_NAMES",
+    "JUDGE_NAMES_TEXT",
+    "LLM_MODEL_ENV",
+    "UnknownJudgeError",
+    "judge_class",
+    "make_judge",
+]
+
+LLM_MODEL_ENV = "TIPSTREAM_LLM_MODEL"
+
+
+def _llm_judge() -> Judge:
+    return LLMJudge(model=os.environ.get(LLM_MODEL_ENV, DEFAULT_MODEL))
+
+
+# Wire name → (the class, whose capabilities a run checks first; a factory of a fresh judge).
+_JUDGES: dict[str, tuple[type[Judge], Callable[[], Judge]]] = {
+    RuleJudge.name: (RuleJudge, RuleJudge),
+    LLMJudge.name: (LLMJudge, _llm_judge),
+    ExternalJudge.name: (ExternalJudge, ExternalJudge),
+}
+JUDGE_NAMES: tuple[str, ...] = tuple(_JUDGES)
+JUDGE_NAMES_TEXT = f"{', '.join(JUDGE_NAMES[:-1])} or {JUDGE_NAMES[-1]}"
+DEFAULT_JUDGE = RuleJudge.name
+
+
+class UnknownJudgeError(ValueError):
+    """The name is not a registered judge."""
+
+
+def judge_class(name: str) -> type[Judge]:
+    """The class registered under ``name`` (its capabilities), without building a judge."""
+    entry = _JUDGES.get(name)
+    if entry is None:
+        raise UnknownJudgeError(f"unknown judge {name!r}; known: {', '.join(JUDGE_NAMES)}")
+    return entry[0]
+
+
+def make_judge(name: str) -> Judge:
+    """A fresh judge for a wire name; the LLM's model comes from ``TIPSTREAM_LLM_MODEL``."""
+    judge_class(name)  # the error for an unknown name
+    return _JUDGES[name][1]()

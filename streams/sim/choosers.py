@@ -1,0 +1,196 @@
+"""Who chooses the tip in a simulator run: the policy in this process, or the worker.
+
+:class:`InProcessChooser` keeps one user state per simulated user and one shared state per
+run; :class:`WorkerChooser` asks the worker's ``POST /score/egreedy`` in the run's
+namespace, and the worker learns from the feedback the run publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from bandit.base import Choice, Moment, Policy, Task
+from bandit.registry import ORACLE_NAME, make_oracle
+from bandit.registry import make_policy as registry_make_policy
+from judges.personas import Persona
+from judges.rule import expected_reward
+from streams.settings import Settings
+from streams.sim.config import SimFailedError, SimUsageError, SimUser, Via
+
+__all__ = ["Chooser", "InProcessChooser", "Picked", "WorkerChooser", "make_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Picked:
+    """The chosen candidate and how it was chosen."""
+
+    index: int
+    propensity: float
+    explored: bool
+    score: float
+    probabilities: list[float] | None  # exact, when the policy is in-process
+
+
+def make_policy(name: str, epsilon: float) -> Policy:
+    """The registry's policy; an unknown name is bad usage."""
+    try:
+        return registry_make_policy(name, epsilon=epsilon)
+    except ValueError as err:
+        raise SimUsageError(str(err).strip("\"'")) from None
+
+
+def _bind_expected(
+    persona: Persona, expected: Callable[[Persona, Moment, Task], float]
+) -> Callable[[Moment, Task], float]:
+    return lambda moment, task: expected(persona, moment, task)
+
+
+class InProcessChooser:
+    """A bandit policy in this process: one user state per user, one shared state per run."""
+
+    via: Via = "inprocess"
+
+    def __init__(self, policy_name: str, epsilon: float, personas: Sequence[Persona]) -> None:
+        self.name = policy_name
+        self._per_persona: dict[str, Policy] = {}
+        if policy_name == ORACLE_NAME:
+            # The oracle knows the rule judge's expected rewards (SimConfig.validate).
+            for persona in personas:
+                self._per_persona[persona.name] = make_oracle(
+                    _bind_expected(persona, expected_reward)
+                )
+            self._default: Policy = next(iter(self._per_persona.values()))
+        else:
+            self._default = make_policy(policy_name, epsilon)
+        self.shared = self._default.new_shared()
+
+    def policy(self, persona: Persona) -> Policy:
+        return self._per_persona.get(persona.name, self._default)
+
+    def new_user_state(self, persona: Persona) -> Any:
+        return self.policy(persona).new_user()
+
+    def choose(
+        self,
+        user: SimUser,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+        *,
+        with_probabilities: bool = True,
+    ) -> Picked:
+        policy = self.policy(user.persona)
+        probabilities = (
+            [float(p) for p in policy.probabilities(user.state, self.shared, moment, tasks)]
+            if with_probabilities
+            else None
+        )
+        choice: Choice = policy.choose(user.state, self.shared, moment, tasks, rng)
+        return Picked(
+            index=choice.index,
+            propensity=float(choice.propensity),
+            explored=bool(choice.explored),
+            score=float(choice.score),
+            probabilities=probabilities,
+        )
+
+    def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
+        self.policy(user.persona).update(user.state, self.shared, moment, task, reward)
+
+
+class WorkerChooser:
+    """The worker's ``POST /score/egreedy`` in the run's namespace."""
+
+    via: Via = "worker"
+
+    def __init__(
+        self, settings: Settings, policy_name: str, run_id: str, session: aiohttp.ClientSession
+    ) -> None:
+        self.name = policy_name
+        self.run_id = run_id
+        self.url = f"http://{settings.web_host}:{settings.web_port}/score/egreedy"
+        self.feedback_topic = settings.topic_feedback
+        self.session = session
+        self.shared = None
+
+    def new_user_state(self, persona: Persona) -> Any:
+        return None
+
+    async def choose(
+        self,
+        user: SimUser,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Picked:
+        body = {
+            "user_id": user.user_id,
+            "candidates": [
+                {
+                    "tip_id": t.tip_id,
+                    "features": {
+                        "priority": t.priority,
+                        "is_overdue": t.is_overdue,
+                        "task_age_days": t.task_age_days,
+                    },
+                }
+                for t in tasks
+            ],
+            "context": {"hour_of_day": moment.hour_of_day, "day_of_week": moment.day_of_week},
+            "run_id": self.run_id,
+            "seed": int(rng.integers(0, 2**31 - 1)),
+            "min_updates": user.learned,
+        }
+        answer: dict[str, Any] = {}
+        for attempt in range(3):
+            try:
+                async with self.session.post(self.url, json=body) as response:
+                    answer = await response.json(content_type=None)
+                    if response.status == 504 and attempt < 2:
+                        continue  # the worker had not learned yet; ask again
+                    if response.status == 504:
+                        raise SimFailedError(
+                            f"worker answered 504 for {user.user_id}: {answer}. It did not "
+                            "apply this user's last feedback in three tries: it may be behind "
+                            f"on a backlog in {self.feedback_topic} (other runs' "
+                            "traffic; its /healthz shows the lag); let it catch up, or use other "
+                            "topics and app id"
+                        )
+                    if response.status != 200:
+                        raise SimFailedError(
+                            f"worker answered {response.status} for {user.user_id}: {answer}"
+                        )
+                    break
+            except aiohttp.ClientError as err:
+                if attempt == 2:
+                    raise SimFailedError(f"worker at {self.url} unreachable: {err}") from err
+                await asyncio.sleep(0.5)
+        if answer.get("policy") != self.name:
+            raise SimFailedError(
+                f"the worker serves {answer.get('policy')!r}, not {self.name!r}: "
+                "start it with TIPSTREAM_POLICY or use --via inprocess"
+            )
+        ids = [t.tip_id for t in tasks]
+        try:
+            index = ids.index(answer["tip_id"])
+        except ValueError:
+            raise SimFailedError(f"worker chose {answer['tip_id']!r}, not a candidate") from None
+        return Picked(
+            index=index,
+            propensity=float(answer["propensity"]),
+            explored=bool(answer["explored"]),
+            score=float(answer.get("score") or 0.0),
+            probabilities=None,
+        )
+
+    def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
+        """The worker learns from the feedback we publish."""
+
+
+Chooser = InProcessChooser | WorkerChooser

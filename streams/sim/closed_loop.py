@@ -1,0 +1,179 @@
+"""The closed loop: synthetic personas played onto the production topics (docs/simulation.md).
+
+For each user and round, draw the moment and the 8 candidates from the
+:class:`~judges.world.World`, let the policy choose (the worker's ``POST /score/egreedy``
+for the policy the worker serves, or the policy in-process), ask the judge how the persona
+reacts, publish ``TipShown`` + ``TipFeedback`` with ``source = sim`` and the run id, and
+record the judgment in ``sim_events``.
+
+Determinism (common random numbers): the World fixes users, moments, candidates, the
+policy's draws (``policy_rng``) and the judge's draws (``judge_rng``, keyed by the chosen
+tip). In-process policies play round by round in lockstep: every user chooses from the state
+left by the previous round, then the updates are applied in user order, so even a policy that
+pools state across users gives the same choices on every run. Through the worker each user's
+rounds run in order and ``min_updates`` makes the worker wait until it has learned from that
+user's earlier feedback, so the loop is deterministic there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+
+from bandit.base import Moment, Task
+from judges.base import Judgment
+from judges.registry import judge_class, make_judge
+from streams.analysis.summary import summarize
+from streams.settings import Settings
+from streams.sim.choosers import Chooser, InProcessChooser, Picked, WorkerChooser
+from streams.sim.config import (
+    SimConfig,
+    SimUsageError,
+    SimUser,
+    make_users,
+    new_run_id,
+    resolve_personas,
+)
+from streams.sim.events import now_ms
+from streams.sim.run import RunContext, guarded, publish_and_record, run_lifecycle
+
+__all__ = ["play_round", "run_closed_loop"]
+
+
+async def play_round(
+    ctx: RunContext,
+    chooser: Chooser,
+    user: SimUser,
+    round_: int,
+    *,
+    picked: Picked | None = None,
+) -> tuple[Moment, Task, Judgment]:
+    """One round of one user: choose (unless given), judge, publish, record."""
+    world = ctx.world
+    persona = user.persona
+    moment = world.moment(persona, user.index, round_)
+    tasks = world.candidates(persona, user.index, round_)
+    if picked is None:
+        rng = world.policy_rng(persona, user.index, round_)
+        if isinstance(chooser, WorkerChooser):
+            picked = await chooser.choose(user, moment, tasks, rng)
+        else:
+            picked = chooser.choose(user, moment, tasks, rng)
+    task = tasks[picked.index]
+    served_at = now_ms()
+    judgment = await ctx.judge.judge(
+        persona, moment, task, world.judge_rng(persona, user.index, round_, task.tip_id)
+    )
+    await publish_and_record(
+        ctx, chooser.name, chooser.via, user, round_, moment, tasks, picked, judgment, served_at
+    )
+    return moment, task, judgment
+
+
+async def _inprocess_lockstep(ctx: RunContext, chooser: InProcessChooser) -> None:
+    """Round by round: all users choose from last round's state, then learn in user order."""
+    users = make_users(ctx.world, ctx.personas, ctx.config.users)
+    for user in users:
+        user.state = chooser.new_user_state(user.persona)
+    limit = asyncio.Semaphore(ctx.config.concurrency)
+
+    async def judged(user: SimUser, round_: int, picked: Picked) -> tuple[Moment, Task, Judgment]:
+        async with limit:
+            return await play_round(ctx, chooser, user, round_, picked=picked)
+
+    for round_ in range(ctx.config.rounds):
+        picks = []
+        for user in users:
+            moment = ctx.world.moment(user.persona, user.index, round_)
+            tasks = ctx.world.candidates(user.persona, user.index, round_)
+            rng = ctx.world.policy_rng(user.persona, user.index, round_)
+            picks.append(chooser.choose(user, moment, tasks, rng))
+        results = await asyncio.gather(
+            *(judged(u, round_, p) for u, p in zip(users, picks, strict=True))
+        )
+        for user, (moment, task, judgment) in zip(users, results, strict=True):
+            if judgment.reward is not None:
+                chooser.learn(user, moment, task, judgment.reward)
+                user.learned += 1
+
+
+async def _worker_per_user(ctx: RunContext, chooser: WorkerChooser) -> None:
+    """Each user's rounds in order (the worker learns between them); users concurrently."""
+    users = make_users(ctx.world, ctx.personas, ctx.config.users)
+    limit = asyncio.Semaphore(ctx.config.concurrency)
+
+    async def one_user(user: SimUser) -> None:
+        async with limit:
+            for round_ in range(ctx.config.rounds):
+                _, _, judgment = await play_round(ctx, chooser, user, round_)
+                if judgment.reward is not None:
+                    user.learned += 1
+
+    tasks = [asyncio.create_task(one_user(u)) for u in users]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_closed_loop(
+    settings: Settings,
+    config: SimConfig,
+    *,
+    run_id: str | None = None,
+    quiet: bool = False,
+    session: aiohttp.ClientSession | None = None,
+) -> dict[str, Any]:
+    """Play the closed loop; return the --json summary (also stored in ``sim_runs.stats``)."""
+    config.validate()
+    if judge_class(config.judge).two_phase:
+        raise SimUsageError("the external judge runs in two phases: use --requests-out")
+    personas = resolve_personas(config.personas_path)
+    the_run_id = run_id = run_id or new_run_id()
+    chooser = (
+        InProcessChooser(config.policy, config.epsilon, personas)
+        if config.via == "inprocess"
+        else None
+    )
+    judge = make_judge(config.judge)
+    total = len(personas) * config.users * config.rounds
+    async with contextlib.AsyncExitStack() as stack:
+        ctx = await stack.enter_async_context(
+            run_lifecycle(
+                settings,
+                config,
+                personas,
+                judge,
+                run_id=run_id,
+                record=True,
+                progress_total=total,
+                quiet=quiet,
+                label=f"{run_id} {config.policy}",
+            )
+        )
+
+        async def body() -> dict[str, Any]:
+            if chooser is None:
+                http = session
+                if http is None:
+                    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+                    stack.push_async_callback(http.close)
+                worker = WorkerChooser(settings, config.policy, the_run_id, http)
+                await _worker_per_user(ctx, worker)
+            else:
+                await _inprocess_lockstep(ctx, chooser)
+            await ctx.publisher.drain()
+            if ctx.store is not None:
+                await ctx.store.flush()  # inside the guard: a failed write fails the run
+            summary = summarize(ctx.stats, run_id=the_run_id)
+            return summary
+
+        try:
+            return await guarded(ctx, body)
+        finally:
+            await judge.aclose()

@@ -1,0 +1,85 @@
+"""The simulator's way onto Kafka: one producer configuration and bounded in-flight sends.
+
+The closed loop, the external judge's phases, load mode and the load bench all send
+through a :class:`Publisher`: at most ``max_in_flight`` messages wait for their
+acknowledgement, so a slow broker slows the run down instead of growing a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from streams.settings import Settings
+from streams.sim.config import SimFailedError
+
+__all__ = ["Message", "Publisher", "make_producer"]
+
+Message = tuple[str, bytes, bytes]
+"""One record to send: (topic, key, value)."""
+
+
+def make_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer:
+    """The producer the simulator and the load bench use (default partitioner: murmur2)."""
+    return AIOKafkaProducer(
+        **settings.aiokafka_kwargs(),
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+        acks=1,
+        client_id="tipstream-sim",
+    )
+
+
+class Publisher:
+    """Sends with at most ``max_in_flight`` unacknowledged messages; the first error is raised."""
+
+    def __init__(self, producer: AIOKafkaProducer, max_in_flight: int = 1000) -> None:
+        self.producer = producer
+        self.max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.sent = 0
+        self.acked = 0
+        self._error: BaseException | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        if self._error is not None:
+            raise SimFailedError(f"Kafka send failed: {self._error!r}") from self._error
+        await self._slots.acquire()
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._idle.clear()
+        try:
+            future = await self.producer.send(topic, value=value, key=key)
+        except BaseException:
+            self._release()
+            raise
+        self.sent += 1
+        future.add_done_callback(self._done)
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+        if self.in_flight == 0:
+            self._idle.set()
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._release()
+        if future.cancelled():
+            self._error = self._error or asyncio.CancelledError("send cancelled")
+        elif future.exception() is not None:
+            self._error = self._error or future.exception()
+        else:
+            self.acked += 1
+
+    async def drain(self) -> None:
+        """Wait until every send so far is acknowledged; raise the first failure."""
+        await self.producer.flush()
+        await self._idle.wait()
+        if self._error is not None:
+            raise SimFailedError(f"Kafka send failed: {self._error!r}") from self._error
