@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.migrations import migrate
 from streams.dev import devstack
+from streams.dev.local import DATABASE_URL, KAFKA_BOOTSTRAP
 from streams.settings import Settings
 
 _STACK_FIXTURES = {"stack", "database", "pg", "topics"}
@@ -40,10 +41,7 @@ def settings() -> Settings:
 
 
 def _is_dev_stack(settings: Settings) -> bool:
-    return (
-        settings.kafka_bootstrap == devstack.KAFKA_BOOTSTRAP
-        and settings.database_url == devstack.DATABASE_URL
-    )
+    return settings.kafka_bootstrap == KAFKA_BOOTSTRAP and settings.database_url == DATABASE_URL
 
 
 @pytest.fixture(scope="session")

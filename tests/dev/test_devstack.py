@@ -14,9 +14,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.migrations import load_migrations, migrate
 from streams.dev import devstack
+from streams.dev.kafka import KAFKA_VERSION, kafka_metadata
+from streams.dev.local import KAFKA_PORT, POSTGRES_PORT
 from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT, Settings
 
-DEV_PORTS_MOVED = (devstack.KAFKA_PORT, devstack.POSTGRES_PORT) != (
+DEV_PORTS_MOVED = (KAFKA_PORT, POSTGRES_PORT) != (
     DEV_KAFKA_PORT,
     DEV_POSTGRES_PORT,
 )
@@ -55,8 +57,8 @@ def test_env_lines_parse_to_the_default_settings(monkeypatch: pytest.MonkeyPatch
     for name, value in exported.items():
         monkeypatch.setenv(name, value)
     configured = Settings()
-    assert configured.kafka_bootstrap == f"127.0.0.1:{devstack.KAFKA_PORT}"
-    assert configured.database_url.endswith(f"@127.0.0.1:{devstack.POSTGRES_PORT}/tipstream")
+    assert configured.kafka_bootstrap == f"127.0.0.1:{KAFKA_PORT}"
+    assert configured.database_url.endswith(f"@127.0.0.1:{POSTGRES_PORT}/tipstream")
     if DEV_PORTS_MOVED:
         return  # TIPSTREAM_DEV_*_PORT moved the stack off the defaults on purpose
     # The contract: the defaults already work with `tipstream dev up`.
@@ -84,7 +86,7 @@ def test_server_properties_template_is_single_node_kraft() -> None:
     assert props["auto.create.topics.enable"] == "true"
     assert "127.0.0.1:{kafka_port}" in props["listeners"]
     pom = (REPO / "dev" / "kafka" / "pom.xml").read_text()
-    assert f"<kafka.version>{devstack.KAFKA_VERSION}</kafka.version>" in pom
+    assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom
 
 
 # ---------------------------------------------------------------- with the stack
@@ -114,10 +116,10 @@ def test_status_and_env_commands(stack: devstack.StackStatus) -> None:
 
 
 async def test_broker_answers_a_metadata_request(stack: devstack.StackStatus) -> None:
-    cluster = await devstack.kafka_metadata()
+    cluster = await kafka_metadata()
     brokers = cluster["brokers"]
     assert isinstance(brokers, list)
-    assert [(b["host"], b["port"]) for b in brokers] == [("127.0.0.1", devstack.KAFKA_PORT)]
+    assert [(b["host"], b["port"]) for b in brokers] == [("127.0.0.1", KAFKA_PORT)]
 
 
 async def test_topics_fixture_gives_eight_partition_topics(topics: Settings) -> None:
