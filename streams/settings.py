@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     data_dir: str = "var/worker"  # faust's per-worker directory
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
-    session_timeout_s: float = Field(default=10.0, gt=0)
+    # Kafka's own default (session.timeout.ms = 45 s): a busy lone worker must not lose its
+    # group; a worker that dies is replaced after this long (tests use a few seconds).
+    session_timeout_s: float = Field(default=45.0, gt=0)
+    # A SIGTERM stops within this bound: what was not acknowledged by then is read again.
+    stop_timeout_s: float = Field(default=25.0, gt=0)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from streams.settings import Settings, get_settings
+from streams.worker.sink import DatabaseUnavailableError, check_database
 from streams.worker.topics import TopicLayoutError, TopicReport, ensure_topics
 
 _LOG_LEVELS = {
@@ -36,11 +37,21 @@ def _ensure_topics_or_exit(settings: Settings) -> TopicReport:
         raise typer.Exit(1) from exc
 
 
+def _check_database_or_exit(settings: Settings) -> None:
+    """Exit 1 with one line (address, never the password) when PostgreSQL cannot be used."""
+    try:
+        asyncio.run(check_database(settings.database_url))
+    except DatabaseUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create missing topics and database tables; refuse if the input topics differ."""
     settings = get_settings()
     report = _ensure_topics_or_exit(settings)
+    _check_database_or_exit(settings)
     asyncio.run(_migrate(settings.database_url))
     for name, count in report.partitions.items():
         state = "created" if name in report.created else "exists"
@@ -64,22 +75,24 @@ def worker(
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="crit, error, warn, info, debug"),
 ) -> None:
     """Run the stream worker: consume shows and feedback, learn, serve /score/egreedy."""
-    from faust.worker import Worker as FaustWorker  # noqa: PLC0415
-
-    from streams.worker.app import Worker  # noqa: PLC0415
+    # faust and the worker's modules are heavy: `tipstream topics ensure` must not pay for them.
+    from streams.worker.app import BoundedStopWorker, Worker  # noqa: PLC0415
 
     if loglevel not in _LOG_LEVELS:
         typer.echo(f"error: --loglevel must be one of {', '.join(_LOG_LEVELS)}", err=True)
         raise typer.Exit(2)
     settings = get_settings()
     _ensure_topics_or_exit(settings)
+    _check_database_or_exit(settings)
     try:
         tipstream = Worker(settings)
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     logging.basicConfig(level=_LOG_LEVELS[loglevel])
-    FaustWorker(tipstream.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    BoundedStopWorker(
+        tipstream.app, loglevel=loglevel, quiet=True, stop_timeout_s=settings.stop_timeout_s
+    ).execute_from_commandline()
     sys.exit(0)
 
 

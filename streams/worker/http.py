@@ -130,9 +130,13 @@ class _StatsView(_WorkerView):
 class _HealthView(_WorkerView):
     async def get(self, request: Request) -> Response:
         ready = self.worker.is_ready()
+        database = self.worker.sink.health()
+        reason = "starting or rebalancing" if not ready else database
         return self.reply(
             {
-                "status": "ok" if ready else "starting",
+                "status": "ok" if reason is None else "starting" if not ready else "unhealthy",
+                "reason": reason,
+                "database": database or "ok",
                 "partitions": sorted(self.worker.active_partitions()),
                 "policy": self.worker.serving.name,
                 "shadow_policies": [p.name for p in self.worker.policies[1:]],
@@ -141,7 +145,7 @@ class _HealthView(_WorkerView):
                 # Input events not processed yet; a large figure means a backlog to read.
                 "lag": {f"{t}[{p}]": n for (t, p), n in sorted(self.worker.input_lag.items())},
             },
-            200 if ready else 503,
+            200 if reason is None else 503,
         )
 
 

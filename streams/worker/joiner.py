@@ -135,31 +135,30 @@ class Joiner:
         decoded_models: dict[str, Any] | None = None,
     ) -> UserResult:
         """Apply ``(event, record_timestamp_ms)`` pairs, then expire what is overdue."""
-        result = UserResult()
         models = PolicyModels(self.policies, record, shared, decoded_models)
+        user = _UserPass(record, user_id, models, UserResult(), stream_time_ms)
         for event, timestamp_ms in events:
             if isinstance(event, TipShown):
-                self._on_show(record, event, timestamp_ms, models, result)
+                self._on_show(user, event, timestamp_ms)
             else:
-                self._on_feedback(record, event, timestamp_ms, models, result)
-        self._expire(record, user_id, stream_time_ms, models, result)
+                self._on_feedback(user, event, timestamp_ms)
+        self._expire(user)
         models.flush()
-        return result
+        return user.result
 
     # -- shows -------------------------------------------------------------------------
 
-    def _on_show(
-        self,
-        record: UserRecord,
-        show: TipShown,
-        timestamp_ms: int,
-        models: PolicyModels,
-        result: UserResult,
-    ) -> None:
+    def _on_show(self, user: _UserPass, show: TipShown, timestamp_ms: int) -> None:
+        record, result = user.record, user.result
         tip = show.tip_id
         if tip in record.settled or tip in record.pending_shows:
             # A re-delivery, or a second show of a tip already served: the first one counts.
             result.outcomes.append("show_duplicate")
+            return
+        if timestamp_ms < record.guard_floor_ms:
+            # Older than the guards this user has forgotten: it may have been learned from
+            # already, and a re-delivery must never be applied twice (see _expire).
+            result.outcomes.append("show_stale")
             return
         f = show.features
         pending = PendingShow(
@@ -184,21 +183,15 @@ class Joiner:
         # The earliest feedback is learned from; the others are duplicates of it.
         waiting.sort(key=lambda w: w.occurred_at_ms)
         first, *later = waiting
-        self._settle(record, show.user_id, tip, pending, first, models, result)
+        self._settle(user, tip, pending, first)
         for other in later:
             result.rows.append(_row(tip, show.user_id, DUPLICATE, other, record.settled.get(tip)))
             result.outcomes.append(DUPLICATE)
 
     # -- feedback ----------------------------------------------------------------------
 
-    def _on_feedback(
-        self,
-        record: UserRecord,
-        feedback: TipFeedback,
-        timestamp_ms: int,
-        models: PolicyModels,
-        result: UserResult,
-    ) -> None:
+    def _on_feedback(self, user: _UserPass, feedback: TipFeedback, timestamp_ms: int) -> None:
+        record, result = user.record, user.result
         tip = feedback.tip_id
         action = feedback.action.value
         waiting = PendingFeedback(
@@ -246,19 +239,18 @@ class Joiner:
                 queue.append(waiting)
                 result.outcomes.append("feedback_waiting")
             return
-        self._settle(record, feedback.user_id, tip, show, waiting, models, result)
+        self._settle(user, tip, show, waiting)
 
-    def _settle(  # noqa: PLR0917 (private; the join's seven parts, called from two places)
-        self,
-        record: UserRecord,
-        user_id: str,
-        tip: str,
-        show: PendingShow,
-        feedback: PendingFeedback,
-        models: PolicyModels,
-        result: UserResult,
+    def _settle(
+        self, user: _UserPass, tip: str, show: PendingShow, feedback: PendingFeedback
     ) -> None:
-        """Learn from the first feedback of a tip and remember that it was learned from."""
+        """Learn from the first feedback of a tip and remember that it was learned from.
+
+        The guard is stamped with stream time, never a payload time: pruning compares it with
+        stream time, and payload times of backfills, replays and wrong device clocks can lie
+        weeks away from it.
+        """
+        record, result = user.record, user.result
         latency_ms = feedback.occurred_at_ms - show.served_at_ms
         dwell_ms = feedback.dwell_ms
         if dwell_ms is None and feedback.action == "done":
@@ -267,7 +259,7 @@ class Joiner:
         reward = infer_reward(feedback.action, dwell_ms)
         assert reward is not None  # legacy actions never reach the join
         milli = reward_milli(reward)
-        models.learn(_moment(show), _task(tip, show), reward)
+        user.models.learn(_moment(show), _task(tip, show), reward)
         record.pulls += 1
         record.reward_milli_sum += milli
         record.last_updated_ms = feedback.occurred_at_ms
@@ -278,37 +270,31 @@ class Joiner:
             dwell_ms,
             show.policy,
             show.propensity,
-            max(feedback.occurred_at_ms, show.served_at_ms),
+            user.now_ms,
         )
         result.rows.append(
-            _row(tip, user_id, APPLIED, feedback, show, dwell_ms=dwell_ms, reward_milli=milli)
+            _row(tip, user.user_id, APPLIED, feedback, show, dwell_ms=dwell_ms, reward_milli=milli)
         )
         result.outcomes.append(APPLIED)
         result.reward_latencies_ms.append(latency_ms)
 
     # -- expiry ------------------------------------------------------------------------
 
-    def _expire(
-        self,
-        record: UserRecord,
-        user_id: str,
-        now_ms: int,
-        models: PolicyModels,
-        result: UserResult,
-    ) -> None:
+    def _expire(self, user: _UserPass) -> None:
+        record, result, user_id, now_ms = user.record, user.result, user.user_id, user.now_ms
         for tip, show in list(record.pending_shows.items()):
             if show.deadline_ms > now_ms:
                 continue
             del record.pending_shows[tip]
             milli = None
             if self.default_reward is not None:
-                models.learn(_moment(show), _task(tip, show), self.default_reward)
+                user.models.learn(_moment(show), _task(tip, show), self.default_reward)
                 milli = reward_milli(self.default_reward)
                 record.pulls += 1
                 record.reward_milli_sum += milli
                 record.last_updated_ms = show.deadline_ms
             record.settled[tip] = Settled(
-                EXPIRED, show.event_id, milli, None, show.policy, show.propensity, show.deadline_ms
+                EXPIRED, show.event_id, milli, None, show.policy, show.propensity, now_ms
             )
             result.rows.append(
                 FeedbackRow(
@@ -334,14 +320,45 @@ class Joiner:
                 result.rows.append(_row(tip, user_id, EXPIRED, waiting, None))
                 result.outcomes.append(EXPIRED)
             record.settled[tip] = Settled(
-                EXPIRED, queue[0].event_id, None, None, None, None, queue[0].deadline_ms
+                EXPIRED, queue[0].event_id, None, None, None, None, now_ms
             )
             result.changed = True
+        self._forget_old_guards(user)
+
+    def _forget_old_guards(self, user: _UserPass) -> None:
+        """Drop guards older than the retention, on stream time, and raise the user's floor.
+
+        A forgotten tip could be delivered again (a crash replay, a seek back to a hole, the
+        group's offsets reset). Its show then has a record time below the floor, and
+        ``_on_show`` refuses it, so the tip can never be joined, and learned from, twice.
+        Guards written before they carried stream time (``at_ms`` < 0) are stamped now.
+        """
+        record, now_ms = user.record, user.now_ms
         horizon = now_ms - self.retention_ms
-        stale = [tip for tip, s in record.settled.items() if s.at_ms < horizon]
+        stale = []
+        for tip, settled in record.settled.items():
+            if settled.at_ms < 0:
+                settled.at_ms = now_ms
+                user.result.changed = True
+            elif settled.at_ms < horizon:
+                stale.append(tip)
+        if not stale:
+            return
         for tip in stale:
             del record.settled[tip]
-        result.changed = result.changed or bool(stale)
+        record.guard_floor_ms = max(record.guard_floor_ms, horizon)
+        user.result.changed = True
+
+
+@dataclass(slots=True)
+class _UserPass:
+    """One user's part of a batch: the record, its models, what it produced, stream time."""
+
+    record: UserRecord
+    user_id: str
+    models: PolicyModels
+    result: UserResult
+    now_ms: int
 
 
 def _moment(show: PendingShow) -> Moment:

@@ -15,6 +15,7 @@ its original bytes, so nothing is lost and the stream keeps going.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
@@ -42,6 +43,8 @@ from streams.worker.state import (
 __all__ = ["DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
 
 log = logging.getLogger(__name__)
+
+YIELD_EVERY_USERS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,11 @@ class Pipeline:
         shared = self._load_shared(groups.values())
         records: dict[str, tuple[UserRecord, dict[str, Any]]] = {}
         rows: list[FeedbackRow] = []
-        for key, group in groups.items():
+        for done, (key, group) in enumerate(groups.items(), 1):
+            if not done % YIELD_EVERY_USERS:
+                # Let the consumer's heartbeat and the web server run during a long batch:
+                # a lone worker busy with one batch must never be taken for dead.
+                await asyncio.sleep(0)
             try:
                 changed, user_rows = self._process_group(key, group, shared)
             except Exception as exc:  # a bug must not stop the stream or lose the events

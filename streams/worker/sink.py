@@ -4,13 +4,19 @@ One statement per batch (``unnest`` of column arrays), ``ON CONFLICT (event_id) 
 a replay after a crash writes no second row. A failing database is retried with backoff
 for as long as it takes; the batch is not acknowledged to Kafka meanwhile, so nothing is
 lost and the stream simply waits (back-pressure).
+
+The sink also tells the truth about the database for ``/healthz``: ``health()`` gives a
+reason while writes are being retried, or once the database has been unreachable for more
+than ``DOWN_AFTER_S`` (a probe every few seconds notices an outage while no rows flow).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -20,7 +26,10 @@ from schemas.migrations import migrate
 from streams.worker.joiner import FeedbackRow
 from streams.worker.metrics import WorkerMetrics
 
-__all__ = ["FeedbackSink"]
+__all__ = ["DOWN_AFTER_S", "DatabaseUnavailableError", "FeedbackSink", "check_database"]
+
+DOWN_AFTER_S = 10.0
+PROBE_TIMEOUT_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +60,103 @@ _RETRYABLE = (
 )
 
 
+class DatabaseUnavailableError(RuntimeError):
+    """PostgreSQL cannot be used: unreachable, or it refuses the credentials or database."""
+
+
+def database_address(dsn: str) -> str:
+    """``host:port/db`` of a database URL, without the credentials (safe to log)."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+
+
+async def check_database(dsn: str, timeout_s: float = 20.0) -> None:
+    """Connect once, retrying an unreachable server until ``timeout_s``; raise a one-line
+    ``DatabaseUnavailableError`` naming the address (never the password) when it fails."""
+    where = database_address(dsn)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT_S)
+        except _RETRYABLE as exc:
+            if time.monotonic() >= deadline:
+                raise DatabaseUnavailableError(
+                    f"cannot reach PostgreSQL at {where} within {timeout_s:.0f}s "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            await asyncio.sleep(0.5)
+        except asyncpg.PostgresError as exc:  # bad password, no such database or role
+            raise DatabaseUnavailableError(
+                f"PostgreSQL at {where} refused the connection ({type(exc).__name__}: {exc})"
+            ) from exc
+        else:
+            await conn.close()
+            return
+
+
 class FeedbackSink:
     """A small asyncpg pool with an explicit start/stop and a retrying batch write."""
 
-    __slots__ = ("_dsn", "_max_backoff_s", "_metrics", "_pool")
+    __slots__ = (
+        "_clock",
+        "_down_since",
+        "_dsn",
+        "_last_error",
+        "_max_backoff_s",
+        "_metrics",
+        "_pool",
+        "_retrying",
+    )
 
-    def __init__(self, dsn: str, metrics: WorkerMetrics, max_backoff_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        metrics: WorkerMetrics,
+        max_backoff_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._dsn = dsn
         self._metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._down_since: float | None = None
+        self._retrying = False
+        self._last_error = ""
+
+    # -- health ------------------------------------------------------------------------
+
+    def health(self) -> str | None:
+        """Why the database is not healthy, or None when it is."""
+        where = database_address(self._dsn)
+        if self._retrying:
+            return f"database writes to {where} are failing and being retried: {self._last_error}"
+        if self._down_since is not None:
+            down_s = self._clock() - self._down_since
+            if down_s > DOWN_AFTER_S:
+                return f"database {where} unreachable for {down_s:.0f}s: {self._last_error}"
+        return None
+
+    def _failed(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._down_since is None:
+            self._down_since = self._clock()
+
+    def _succeeded(self) -> None:
+        self._down_since = None
+        self._last_error = ""
+
+    async def probe(self) -> None:
+        """One cheap round trip, so an outage shows in ``health()`` while no rows flow."""
+        if self._pool is None or self._retrying:
+            return
+        try:
+            async with self._pool.acquire(timeout=PROBE_TIMEOUT_S) as conn:
+                await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_S)
+        except (*_RETRYABLE, asyncpg.PostgresError) as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
 
     async def start(self) -> None:
         backoff = 0.2
@@ -95,13 +191,18 @@ class FeedbackSink:
                         await conn.execute(_INSERT, *_columns(rows))
                     if shows:
                         await conn.execute(_INSERT_SHOWN, *_show_columns(shows))
-                self._metrics.rows_written.inc(len(rows))
-                return
             except _RETRYABLE as exc:
+                self._retrying = True
+                self._failed(exc)
                 self._metrics.sink_retries.inc()
                 log.warning("tip_feedback write failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
+            else:
+                self._retrying = False
+                self._succeeded()
+                self._metrics.rows_written.inc(len(rows))
+                return
 
 
 def _show_columns(shows: Sequence[TipShown]) -> list[list[object]]:

@@ -45,7 +45,8 @@ __all__ = [
 
 SIM_SEPARATOR = "\x1f"
 SHARED_PREFIX = "\x1e"
-_FORMAT = 1
+_FORMAT = 2  # 2: guards stamped with stream time, and the per-user guard floor
+_LEGACY_FORMATS = frozenset({1})  # 1: guards stamped with payload times (restamped on read)
 _HEADER = struct.Struct("<BI")  # format version, JSON length
 _BLOB = struct.Struct("<BI")  # name length, blob length
 
@@ -112,6 +113,8 @@ class Settled:
 
     ``kind`` is ``applied`` (learned from ``event_id``) or ``expired`` (no feedback in time).
     The row fields are kept so that a replay rewrites the very same ``tip_feedback`` row.
+    ``at_ms`` is the *stream time* (Kafka record time) at which the tip was settled; -1 for a
+    guard read from a format-1 record, whose time was a payload time: it is stamped anew.
     """
 
     kind: str
@@ -132,6 +135,8 @@ class UserRecord:
     pending_feedback: dict[str, list[PendingFeedback]] = field(default_factory=dict)
     settled: dict[str, Settled] = field(default_factory=dict)
     policy_blobs: dict[str, bytes] = field(default_factory=dict)
+    # Stream time below which guards were forgotten: shows older than this are not joined.
+    guard_floor_ms: int = 0
 
     def next_deadline_ms(self) -> int | None:
         deadlines = [s.deadline_ms for s in self.pending_shows.values()]
@@ -147,6 +152,7 @@ class UserRecord:
                 "s": {t: _show_row(s) for t, s in self.pending_shows.items()},
                 "f": {t: [_feedback_row(f) for f in w] for t, w in self.pending_feedback.items()},
                 "g": {t: _settled_row(s) for t, s in self.settled.items()},
+                "w": self.guard_floor_ms,
             }
         )
         parts = [_HEADER.pack(_FORMAT, len(document)), document]
@@ -158,7 +164,7 @@ class UserRecord:
     @classmethod
     def decode(cls, data: bytes) -> UserRecord:
         version, length = _HEADER.unpack_from(data, 0)
-        if version != _FORMAT:
+        if version != _FORMAT and version not in _LEGACY_FORMATS:
             raise ValueError(f"unknown user record format {version}")
         start = _HEADER.size
         document = orjson.loads(data[start : start + length])
@@ -173,6 +179,9 @@ class UserRecord:
             offset += blob_length
         if offset != len(data):
             raise ValueError("truncated user record")
+        if version == 1:
+            for row in document["g"].values():
+                row[6] = -1  # a payload time: never compare it with stream time
         return cls(
             pulls=document["p"],
             reward_milli_sum=document["r"],
@@ -183,6 +192,7 @@ class UserRecord:
             },
             settled={t: Settled(*row) for t, row in document["g"].items()},
             policy_blobs=blobs,
+            guard_floor_ms=document.get("w", 0),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from bandit.policies.egreedy import EpsilonGreedyV1
@@ -216,3 +217,75 @@ def test_record_survives_its_codec_midway(joiner: Joiner) -> None:
     result = run(joiner, restored, show(tip="a"), feedback(tip="b", action="snooze", dwell=3000))
     assert sorted((r.tip_id, r.status) for r in result.rows) == [("a", "applied"), ("b", "applied")]
     assert restored.pulls == 2
+
+
+# -- the guard runs on stream time only (backfills, replays, wrong device clocks) ----------
+
+MONTH = timedelta(days=30)
+
+
+@pytest.mark.parametrize("payload_shift", [-MONTH, MONTH, -10 * 365 * timedelta(days=1)])
+def test_guard_outlives_its_batch_whatever_the_payload_times(payload_shift: timedelta) -> None:
+    """Payload times a month (or years) away from stream time: the guard is kept, and the
+    very same events read again (a crash replay, a seek back to a hole) learn nothing."""
+    joiner = Joiner([EpsilonGreedyV1()], reward_wait_ms=WAIT_MS, retention_ms=10 * WAIT_MS)
+    record = UserRecord()
+    at = T0 + payload_shift
+    events = (show(at=at), feedback(at=at + timedelta(seconds=40)))
+    first = run(joiner, record, *events)
+    assert first.outcomes == ["show_waiting", "applied"]
+    assert "t1" in record.settled
+    for replay_now in (T0_MS, T0_MS + 5 * WAIT_MS):
+        again = run(joiner, record, *events, now=replay_now)
+        assert again.outcomes == ["show_duplicate", "redelivered"]
+    assert (record.pulls, record.reward_milli_sum) == (1, 1000)
+    # ... and it is forgotten after the retention of stream time, even when the payload
+    # times lie in the future (it would otherwise be kept for ever).
+    run(joiner, record, now=T0_MS + 11 * WAIT_MS)
+    assert record.settled == {}
+
+
+def test_a_forgotten_tip_delivered_again_is_never_learned_twice() -> None:
+    joiner = Joiner([EpsilonGreedyV1()], reward_wait_ms=WAIT_MS, retention_ms=10 * WAIT_MS)
+    record = UserRecord()
+    events = (show(), feedback())
+    run(joiner, record, *events)
+    run(joiner, record, now=T0_MS + 11 * WAIT_MS)  # stream time moves on: the guard goes
+    assert record.settled == {}
+    assert record.guard_floor_ms == T0_MS + WAIT_MS
+    # The group's offsets reset: the same records (same record times) arrive again.
+    again = joiner.process(record, "u1", [(e, T0_MS) for e in events], T0_MS + 12 * WAIT_MS, {})
+    assert again.outcomes[0] == "show_stale"
+    assert "applied" not in again.outcomes
+    assert (record.pulls, record.reward_milli_sum) == (1, 1000)
+    # A new tip shown after the floor is joined and learned as usual.
+    fresh = T0_MS + 12 * WAIT_MS
+    result = joiner.process(
+        record, "u1", [(show(tip="t2"), fresh), (feedback(tip="t2"), fresh)], fresh, {}
+    )
+    assert result.outcomes == ["show_waiting", "applied"]
+    assert record.pulls == 2
+
+
+def test_format_1_guards_are_restamped_on_stream_time() -> None:
+    """A record written before guards carried stream time: their payload-time stamps are
+    never compared with stream time; they are stamped anew and kept for the retention."""
+    joiner = Joiner([EpsilonGreedyV1()], reward_wait_ms=WAIT_MS, retention_ms=10 * WAIT_MS)
+    record = UserRecord()
+    old = T0 - MONTH
+    run(joiner, record, show(at=old), feedback(at=old + timedelta(seconds=40)))
+    legacy = bytearray(record.encode())
+    legacy[0] = 1  # format byte
+    document_end = 5 + int.from_bytes(legacy[1:5], "little")
+    document = orjson.loads(bytes(legacy[5:document_end]))
+    del document["w"]
+    document["g"]["t1"][6] = int(old.timestamp() * 1000)  # v1 stamped payload times
+    body = orjson.dumps(document)
+    legacy[1:document_end] = len(body).to_bytes(4, "little") + body
+    restored = UserRecord.decode(bytes(legacy))
+    assert restored.settled["t1"].at_ms == -1
+    run(joiner, restored, now=T0_MS + WAIT_MS)
+    assert restored.settled["t1"].at_ms == T0_MS + WAIT_MS
+    again = run(joiner, restored, show(at=old), feedback(at=old), now=T0_MS + 2 * WAIT_MS)
+    assert "applied" not in again.outcomes
+    assert restored.pulls == 1

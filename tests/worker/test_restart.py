@@ -1,10 +1,15 @@
-"""A worker stopped mid-stream (SIGTERM or kill -9) loses nothing and applies nothing twice."""
+"""A worker stopped mid-stream (SIGTERM or kill -9) loses nothing and applies nothing twice.
+
+Also with payload times a month older than the record times, as in a backfill or a replay:
+the idempotence guard runs on stream time only, so such events are guarded like any other.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +18,7 @@ import pytest
 
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
-from tests.worker.events import Producer, feedback, shown, wait_for_rows
+from tests.worker.events import T0, Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +33,24 @@ ACTIONS = [
 ]
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill-9"])
+@pytest.mark.parametrize(
+    ("kill", "payload_age", "stop_timeout_s"),
+    [
+        (False, timedelta(0), 25.0),
+        (True, timedelta(0), 25.0),
+        (True, timedelta(days=30), 25.0),
+        # A stop that overruns its bound exits at once, mid-batch: a kill -9 in effect.
+        (False, timedelta(days=30), 0.001),
+    ],
+    ids=["sigterm", "kill-9", "kill-9-backfill", "sigterm-overdue-backfill"],
+)
 async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
-    topics: Settings, database: str, pg: asyncpg.Connection, kill: bool
+    topics: Settings,
+    database: str,
+    pg: asyncpg.Connection,
+    kill: bool,
+    payload_age: timedelta,
+    stop_timeout_s: float,
 ) -> None:
     run = uuid.uuid4().hex[:8]
     users = [f"restart-{run}-{i}" for i in range(USERS)]
@@ -40,12 +60,18 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
         total = 0
         for t in range(TIPS_PER_USER):
             action, dwell, milli = ACTIONS[(t + len(u)) % len(ACTIONS)]
-            events.append((shown(u, f"tip-{t}"), feedback(u, f"tip-{t}", action, dwell)))
+            at = T0 - payload_age
+            events.append(
+                (
+                    shown(u, f"tip-{t}", at=at),
+                    feedback(u, f"tip-{t}", action, dwell, at=at + timedelta(seconds=40)),
+                )
+            )
             total += milli
         expected[u] = (TIPS_PER_USER, total)
     feedback_ids = [fb["eventId"] for _, fb in events]
 
-    first = WorkerProcess(topics, loglevel="info")
+    first = WorkerProcess(topics, loglevel="info", stop_timeout_s=stop_timeout_s)
     first.start()
     await first.wait_ready()
     async with Producer(topics) as kafka:
@@ -65,6 +91,8 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
             await asyncio.sleep(0.05)
         code = first.stop(kill=kill)
         assert code == (-9 if kill else 0), first.log()
+        if stop_timeout_s < 1:
+            assert "stop did not finish within" in first.log()
         done_before = await pg.fetchval(
             "SELECT count(*) FROM tip_feedback WHERE event_id = ANY($1)", feedback_ids
         )
