@@ -15,7 +15,6 @@ judges.registry.UnknownJudgeError: unknown judge 'psychic'; known: rule, llm, ex
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from judges.base import Judge
@@ -27,24 +26,17 @@ __all__ = [
     "DEFAULT_JUDGE",
     "JUDGE_NAMES",
     "JUDGE_NAMES_TEXT",
-    "LLM_MODEL_ENV",
     "UnknownJudgeError",
     "judge_class",
     "make_judge",
 ]
 
-LLM_MODEL_ENV = "TIPSTREAM_LLM_MODEL"
-
-
-def _llm_judge() -> Judge:
-    return LLMJudge(model=os.environ.get(LLM_MODEL_ENV, DEFAULT_MODEL))
-
-
-# Wire name → (the class, whose capabilities a run checks first; a factory of a fresh judge).
-_JUDGES: dict[str, tuple[type[Judge], Callable[[], Judge]]] = {
-    RuleJudge.name: (RuleJudge, RuleJudge),
-    LLMJudge.name: (LLMJudge, _llm_judge),
-    ExternalJudge.name: (ExternalJudge, ExternalJudge),
+# Wire name → (the class, whose capabilities a run checks first; a factory of a fresh judge
+# given the LLM's model name, which only the LLM judge uses).
+_JUDGES: dict[str, tuple[type[Judge], Callable[[str], Judge]]] = {
+    RuleJudge.name: (RuleJudge, lambda _model: RuleJudge()),
+    LLMJudge.name: (LLMJudge, lambda model: LLMJudge(model=model)),
+    ExternalJudge.name: (ExternalJudge, lambda _model: ExternalJudge()),
 }
 JUDGE_NAMES: tuple[str, ...] = tuple(_JUDGES)
 JUDGE_NAMES_TEXT = f"{', '.join(JUDGE_NAMES[:-1])} or {JUDGE_NAMES[-1]}"
@@ -63,7 +55,7 @@ def judge_class(name: str) -> type[Judge]:
     return entry[0]
 
 
-def make_judge(name: str) -> Judge:
-    """A fresh judge for a wire name; the LLM's model comes from ``TIPSTREAM_LLM_MODEL``."""
+def make_judge(name: str, *, llm_model: str = DEFAULT_MODEL) -> Judge:
+    """A fresh judge for a wire name (``llm_model``: the setting ``TIPSTREAM_LLM_MODEL``)."""
     judge_class(name)  # the error for an unknown name
-    return _JUDGES[name][1]()
+    return _JUDGES[name][1](llm_model)

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bandit.registry import DEFAULT_POLICY
+from judges.llm import DEFAULT_MODEL
 
 __all__ = ["DEV_KAFKA_PORT", "DEV_POSTGRES_PORT", "Settings", "get_settings"]
 
@@ -47,6 +48,8 @@ class Settings(BaseSettings):
     default_reward: float | None = None  # learned from on expiry when set
     dedupe_retention_s: float = Field(default=7 * 86_400.0, gt=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    llm_model: str = DEFAULT_MODEL  # the LLM judge's Anthropic model
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65_535)

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import typer
 
+from streams.cli import compare, evaluate, sim, worker
+from streams.dev import devstack
+
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="tipstream",
     help="Learn which tip to show from user feedback, in real time.",
@@ -16,21 +21,16 @@ app = typer.Typer(
 )
 
 
-def _mount() -> None:
-    # Sub-commands live beside the code they drive; importing them here keeps start-up of
-    # one command from paying for the others' imports.
-    from streams.cli import worker  # noqa: PLC0415
-    from streams.dev import devstack  # noqa: PLC0415
-
-    app.add_typer(devstack.dev_app, name="dev")
-    worker.register(app)
-    __import__("streams.cli.sim", fromlist=["register"]).register(app)
-    __import__("streams.cli.evaluate", fromlist=["register"]).register(app)
-    __import__("streams.cli.compare", fromlist=["register"]).register(app)
+# Every command, mounted in one place. Each module keeps its heavy imports (faust for the
+# worker, matplotlib for reports, anthropic for the LLM judge) inside the command.
+app.add_typer(devstack.dev_app, name="dev")
+worker.register(app)
+sim.register(app)
+evaluate.register(app)
+compare.register(app)
 
 
 def main() -> None:
-    _mount()
     app()
 
 

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import sys
 
+import asyncpg
 import typer
 
+from schemas.migrations import migrate
 from streams.settings import Settings, get_settings
 from streams.worker.sink import DatabaseUnavailableError, check_database
 from streams.worker.topics import TopicLayoutError, TopicReport, ensure_topics
@@ -59,10 +61,6 @@ def topics_ensure() -> None:
 
 
 async def _migrate(database_url: str) -> None:
-    import asyncpg  # noqa: PLC0415
-
-    from schemas.migrations import migrate  # noqa: PLC0415
-
     conn = await asyncpg.connect(database_url)
     try:
         applied = await migrate(conn)

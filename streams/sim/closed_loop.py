@@ -140,7 +140,7 @@ async def run_closed_loop(
         if config.via == "inprocess"
         else None
     )
-    judge = make_judge(config.judge)
+    judge = make_judge(config.judge, llm_model=settings.llm_model)
     total = len(personas) * config.users * config.rounds
     async with contextlib.AsyncExitStack() as stack:
         ctx = await stack.enter_async_context(

@@ -183,7 +183,7 @@ async def run_load(
         raise SimUsageError("load mode plays the policy in-process")
     personas = resolve_personas(config.personas_path)
     run_id = run_id or new_run_id()
-    judge = make_judge(config.judge)
+    judge = make_judge(config.judge, llm_model=settings.llm_model)
     assert isinstance(judge, SyncJudge)
     chooser = InProcessChooser(config.policy, config.epsilon, personas)
     rate, duration = config.rate, config.duration

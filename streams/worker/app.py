@@ -192,6 +192,7 @@ class Worker:
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._reread: dict[TP, tuple[int, float]] = {}
         self._progress: dict[TP, tuple[int, float]] = {}
+        self._log_start: Mapping[TP, int] = {}  # where never-read partitions begin
         self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
@@ -268,6 +269,12 @@ class Worker:
         ]
         # End offsets from the broker: a partition the fetcher never read has none locally.
         ends = await consumer.highwaters(*inputs) if inputs else {}
+        # A partition that was never committed nor read has no next offset: its run begins
+        # at the log's start (faust was seen never to fetch such a partition after a start).
+        unknown = [
+            tp for tp in inputs if self.ack_gate.next_offset((tp.topic, tp.partition)) is None
+        ]
+        self._log_start = await consumer.earliest_offsets(*unknown) if unknown else {}
         self._publish_lag(ends)
         for tp in inputs:
             key = (tp.topic, tp.partition)
@@ -288,15 +295,19 @@ class Worker:
         """Per assigned input partition, events behind the broker's end (unknown until the
         partition's start offset is): for /healthz and the lag gauge."""
         self.input_lag = input_lag(
-            {(tp.topic, tp.partition): end for tp, end in ends.items()},
-            self.ack_gate.next_offset,
+            {(tp.topic, tp.partition): end for tp, end in ends.items()}, self._next_offset
         )
         self.metrics.input_lag.clear()
         for (topic, partition), lag in self.input_lag.items():
             self.metrics.input_lag.labels(topic, str(partition)).set(lag)
 
+    def _next_offset(self, tp: tuple[str, int]) -> int | None:
+        """The next input offset to process: the ack gate's, else the log's start."""
+        known = self.ack_gate.next_offset(tp)
+        return known if known is not None else self._log_start.get(TP(*tp))
+
     def _stalled_at(self, tp: TP, highwater: int | None, now: float) -> int | None:
-        next_offset = self.ack_gate.next_offset((tp.topic, tp.partition))
+        next_offset = self._next_offset((tp.topic, tp.partition))
         if next_offset is None or highwater is None or next_offset >= highwater:
             self._progress.pop(tp, None)
             return None

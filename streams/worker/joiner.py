@@ -3,7 +3,7 @@
 Pure logic over a ``UserRecord``: no Kafka, no database, no clock. Time is *stream time*,
 the Kafka record timestamps, so that a replay makes the same decisions as the first run.
 
-Rules (CONTRACTS.md "Reward inference"):
+Rules (``docs/contracts.md``, "The reward rule" and "Join, deduplication and expiry"):
 - the earliest feedback for a tip is learned from, once; later ones are ``duplicate`` and a
   re-delivered ``eventId`` rewrites its own row unchanged;
 - feedback before its show waits; a show (or waiting feedback) past the reward wait time

@@ -14,12 +14,12 @@ from judges.llm import LLMJudge
 from judges.personas import load_personas
 from judges.registry import (
     JUDGE_NAMES,
-    LLM_MODEL_ENV,
     UnknownJudgeError,
     judge_class,
     make_judge,
 )
 from judges.rule import RuleJudge
+from streams.settings import Settings
 
 
 def test_names_and_capabilities() -> None:
@@ -30,11 +30,12 @@ def test_names_and_capabilities() -> None:
 
 
 def test_make_judge_builds_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(LLM_MODEL_ENV, "some-model")
     assert isinstance(make_judge("rule"), RuleJudge)
-    llm = make_judge("llm")
+    llm = make_judge("llm", llm_model="some-model")
     assert isinstance(llm, LLMJudge)
     assert llm.model == "some-model"
+    monkeypatch.setenv("TIPSTREAM_LLM_MODEL", "from-the-environment")
+    assert Settings().llm_model == "from-the-environment"  # the setting, read in streams/
     assert isinstance(make_judge("external"), ExternalJudge)
 
 
