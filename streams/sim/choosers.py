@@ -8,6 +8,8 @@ namespace, and the worker learns from the feedback the run publishes.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,16 @@ from streams.settings import Settings
 from streams.sim.config import SimFailedError, SimUsageError, SimUser, Via
 
 __all__ = ["Chooser", "InProcessChooser", "Picked", "WorkerChooser", "make_policy"]
+
+log = logging.getLogger(__name__)
+
+# The worker answers 503 while it starts or rebalances (or its database is down) and 504
+# when the user's state has not reached ``min_updates`` yet: both pass, so ask again, with a
+# bounded exponential backoff (about 30 s in all besides the worker's own 10 s waits).
+RETRY_STATUSES = frozenset({503, 504})
+ATTEMPTS = 8
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,7 @@ class WorkerChooser:
         self.feedback_topic = settings.topic_feedback
         self.session = session
         self.shared = None
+        self.retries: Counter[int] = Counter()  # worker answers retried, by status
 
     def new_user_state(self, persona: Persona) -> Any:
         return None
@@ -147,30 +160,7 @@ class WorkerChooser:
             "seed": int(rng.integers(0, 2**31 - 1)),
             "min_updates": user.learned,
         }
-        answer: dict[str, Any] = {}
-        for attempt in range(3):
-            try:
-                async with self.session.post(self.url, json=body) as response:
-                    answer = await response.json(content_type=None)
-                    if response.status == 504 and attempt < 2:
-                        continue  # the worker had not learned yet; ask again
-                    if response.status == 504:
-                        raise SimFailedError(
-                            f"worker answered 504 for {user.user_id}: {answer}. It did not "
-                            "apply this user's last feedback in three tries: it may be behind "
-                            f"on a backlog in {self.feedback_topic} (other runs' "
-                            "traffic; its /healthz shows the lag); let it catch up, or use other "
-                            "topics and app id"
-                        )
-                    if response.status != 200:
-                        raise SimFailedError(
-                            f"worker answered {response.status} for {user.user_id}: {answer}"
-                        )
-                    break
-            except aiohttp.ClientError as err:
-                if attempt == 2:
-                    raise SimFailedError(f"worker at {self.url} unreachable: {err}") from err
-                await asyncio.sleep(0.5)
+        answer = await self._score(user, body)
         if answer.get("policy") != self.name:
             raise SimFailedError(
                 f"the worker serves {answer.get('policy')!r}, not {self.name!r}: "
@@ -187,6 +177,43 @@ class WorkerChooser:
             explored=bool(answer["explored"]),
             score=float(answer.get("score") or 0.0),
             probabilities=None,
+        )
+
+    async def _score(self, user: SimUser, body: dict[str, Any]) -> dict[str, Any]:
+        """POST the request, retrying 503, 504 and connection errors with bounded backoff."""
+        backoff = FIRST_BACKOFF_S
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self.session.post(self.url, json=body) as response:
+                    answer: dict[str, Any] = await response.json(content_type=None)
+                    status = response.status
+            except aiohttp.ClientError as err:
+                if attempt == ATTEMPTS:
+                    raise SimFailedError(f"worker at {self.url} unreachable: {err}") from err
+                status, answer = 0, {"error": str(err)}
+            if status == 200:
+                return answer
+            if status not in (0, *RETRY_STATUSES):
+                raise SimFailedError(f"worker answered {status} for {user.user_id}: {answer}")
+            if attempt == ATTEMPTS:
+                break
+            self.retries[status] += 1
+            log.warning(
+                "worker answered %s for %s (%s); retrying in %.2fs (attempt %d of %d)",
+                status or "no connection", user.user_id, answer.get("error", answer),
+                backoff, attempt, ATTEMPTS - 1,
+            )  # fmt: skip
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        if status == 504:
+            raise SimFailedError(
+                f"worker answered 504 for {user.user_id}: {answer}. It did not apply this "
+                f"user's last feedback in {ATTEMPTS} tries: it may be behind on a backlog in "
+                f"{self.feedback_topic} (other runs' traffic; its /healthz shows the lag); let "
+                "it catch up, or use other topics and app id"
+            )
+        raise SimFailedError(
+            f"worker answered {status} for {user.user_id} {ATTEMPTS} times: {answer}"
         )
 
     def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
