@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.05, gt=0)
     # Kafka's own default (session.timeout.ms = 45 s): a busy lone worker must not lose its
     # group; a worker that dies is replaced after this long (tests use a few seconds).
+    # Standby replicas of the state table on other workers: a survivor then serves a dead
+    # worker's users as soon as the group moves them, without replaying their changelog.
+    standby_replicas: int = Field(default=0, ge=0)
     session_timeout_s: float = Field(default=45.0, gt=0)
     # A SIGTERM stops within this bound: what was not acknowledged by then is read again.
     stop_timeout_s: float = Field(default=25.0, gt=0)

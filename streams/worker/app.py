@@ -141,7 +141,7 @@ class Worker:
             datadir=settings.data_dir,
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
-            table_standby_replicas=0,
+            table_standby_replicas=settings.standby_replicas,
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
