@@ -48,28 +48,30 @@ def _aiokafka_silenced() -> Iterator[None]:
         logger.setLevel(level)
 
 
-async def kafka_failure_reason(settings: Settings) -> str:
+async def kafka_failure_reason(settings: Settings, failure: BaseException) -> str:
     """Why the brokers in ``settings`` refuse us, found by connecting to each one directly.
 
     aiokafka's bootstrap turns every failure into "Unable to bootstrap"; a bare connection
-    raises the real cause: wrong credentials, an untrusted certificate, or no broker. The
-    answer names the broker and the user, never the password.
+    raises the real cause: wrong credentials, an untrusted certificate, or no broker. When
+    every broker accepts a bare connection, ``failure`` (what the admin client raised) is
+    the answer. It names the broker and the user, never the password.
     """
     kwargs = settings.aiokafka_kwargs()
     reasons: list[str] = []
     for address in settings.kafka_bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
         try:
-            conn = await create_conn(
-                host.strip("[]"),
-                int(port),
-                request_timeout_ms=10_000,
-                ssl_context=kwargs.get("ssl_context"),
-                security_protocol=settings.kafka_security_protocol,
-                sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-                sasl_plain_username=settings.kafka_sasl_username,
-                sasl_plain_password=kwargs.get("sasl_plain_password"),
-            )
+            async with asyncio.timeout(15):  # a silent peer must not stall the error line
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    request_timeout_ms=10_000,
+                    ssl_context=kwargs.get("ssl_context"),
+                    security_protocol=settings.kafka_security_protocol,
+                    sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+                    sasl_plain_username=settings.kafka_sasl_username,
+                    sasl_plain_password=kwargs.get("sasl_plain_password"),
+                )
         except (SaslAuthenticationFailed, IllegalSaslStateError):
             return (
                 f"Kafka at {address.strip()} refused the credentials: authentication failed "
@@ -87,11 +89,12 @@ async def kafka_failure_reason(settings: Settings) -> str:
                 "TIPSTREAM_KAFKA_SECURITY_PROTOCOL and TIPSTREAM_KAFKA_SSL_CAFILE"
             )
         except Exception as exc:
-            reasons.append(f"{address.strip()}: {type(exc).__name__}: {exc}")
+            reasons.append(f"{address.strip()}: {type(exc).__name__}: {exc or 'no answer'}")
         else:
             conn.close()
-    detail = "; ".join(reasons) or "it answers a bare connection but not the admin client"
-    return f"cannot reach Kafka at {settings.kafka_bootstrap} ({detail})"
+    if reasons:
+        return f"cannot reach Kafka at {settings.kafka_bootstrap} ({'; '.join(reasons)})"
+    return f"Kafka at {settings.kafka_bootstrap} failed: {type(failure).__name__}: {failure}"
 
 
 def _ensure_topics_or_exit(settings: Settings) -> TopicReport:
@@ -106,9 +109,9 @@ def _ensure_topics_or_exit(settings: Settings) -> TopicReport:
     except TopicLayoutError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    except Exception:
+    except Exception as exc:
         with _aiokafka_silenced():
-            reason = asyncio.run(kafka_failure_reason(settings))
+            reason = asyncio.run(kafka_failure_reason(settings, exc))
         typer.echo(f"error: {reason}", err=True)
         raise typer.Exit(1) from None
 

@@ -42,7 +42,7 @@ from streams.dev.local import HOST, DevStackError, run_async, tail
 from streams.dev.worker_process import free_port
 from streams.settings import Settings
 
-__all__ = ["SCRAM_MECHANISM", "SecureBroker", "start_secure_broker"]
+__all__ = ["SCRAM_MECHANISM", "SecureBroker", "make_certificates", "start_secure_broker"]
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 START_TIMEOUT_S = 60.0

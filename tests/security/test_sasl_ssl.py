@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
 from streams.worker.topics import ensure_topics
-from tests.security.secure_broker import SecureBroker
+from tests.security.secure_broker import SecureBroker, make_certificates
 from tests.sim.simhelpers import consume_run, run_cli
 from tests.worker.events import Producer, feedback, shown
 
@@ -108,6 +109,22 @@ async def test_a_wrong_password_is_one_clear_line(
     assert "Traceback" not in out + err
     assert elapsed < FAIL_WITHIN_S
     assert_no_secret(out + err, "not-the-password", *secrets_of(secure))
+
+
+async def test_an_untrusted_broker_certificate_is_one_clear_line(
+    secure_broker: SecureBroker, secure: Settings, tmp_path: Path
+) -> None:
+    # A CA of its own that did not sign the broker's certificate.
+    other_ca = make_certificates(tmp_path, "unused-keystore-password")[0]
+    untrusted = secure.model_copy(update={"kafka_ssl_cafile": str(other_ca)})
+    code, out, err = await run_cli(untrusted, "topics", "ensure")
+    assert code == 1, (out, err)
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert secure_broker.bootstrap in lines[0]
+    assert "CERTIFICATE_VERIFY_FAILED" in lines[0]
+    assert "TIPSTREAM_KAFKA_SSL_CAFILE" in lines[0]
+    assert_no_secret(out + err, *secrets_of(secure))
 
 
 async def test_worker_learns_over_sasl_ssl(secure_topics: Settings, database: str) -> None:
