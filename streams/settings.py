@@ -6,6 +6,7 @@ PostgreSQL on 127.0.0.1:15432), so a newcomer needs no configuration at all.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
@@ -15,10 +16,33 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bandit.registry import DEFAULT_POLICY
 from judges.llm import DEFAULT_MODEL
 
-__all__ = ["DEV_KAFKA_PORT", "DEV_POSTGRES_PORT", "Settings", "get_settings"]
+__all__ = [
+    "DEFAULT_ADMIN_TOKEN",
+    "DEV_KAFKA_PORT",
+    "DEV_POSTGRES_PORT",
+    "Settings",
+    "get_settings",
+    "is_loopback_host",
+]
 
 DEV_KAFKA_PORT = 19092
 DEV_POSTGRES_PORT = 15432
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - public on purpose; loopback only
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: only this machine can connect.
+
+    Anything else, including ``0.0.0.0``, ``::``, an empty host and other names, may be
+    reachable from the network.
+    """
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -53,7 +77,7 @@ class Settings(BaseSettings):
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65_535)
-    admin_token: SecretStr = SecretStr("dev-admin-token")
+    admin_token: SecretStr = SecretStr(DEFAULT_ADMIN_TOKEN)
 
     app_id: str = "tipstream"
     data_dir: str = "var/worker"  # faust's per-worker directory
@@ -78,6 +102,23 @@ class Settings(BaseSettings):
                 "TIPSTREAM_KAFKA_SASL_USERNAME and TIPSTREAM_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    def admin_token_problem(self) -> str | None:
+        """Why the worker must not serve with this admin token, or None when it may.
+
+        The default token is public (it is in this repository), so it is only acceptable
+        while the web server listens on loopback. Checked when the worker starts, not on
+        every ``Settings()``: the simulator and ``topics ensure`` never serve the admin API.
+        """
+        if is_loopback_host(self.web_host):
+            return None
+        if self.admin_token.get_secret_value() in ("", DEFAULT_ADMIN_TOKEN):
+            return (
+                f"TIPSTREAM_WEB_HOST={self.web_host} is not a loopback address, so the admin "
+                "endpoints are reachable from the network: set TIPSTREAM_ADMIN_TOKEN to a "
+                f"secret of your own (the default {DEFAULT_ADMIN_TOKEN!r} is public)"
+            )
+        return None
 
     @property
     def shadow_policy_names(self) -> tuple[str, ...]:

@@ -44,11 +44,15 @@ __all__ = [
     "KAFKA_DIR",
     "KAFKA_VERSION",
     "fetch_kafka",
+    "find_java",
+    "format_kafka_storage",
     "kafka_cache_dir",
     "kafka_down",
+    "kafka_java_base",
     "kafka_libs_dir",
     "kafka_metadata",
     "kafka_pid",
+    "kafka_random_uuid",
     "kafka_ready",
     "kafka_up",
 ]
@@ -148,7 +152,8 @@ def kafka_pid() -> int | None:
     return None
 
 
-def _java() -> str:
+def find_java() -> str:
+    """The ``java`` to run Kafka with (``$JAVA_HOME`` first); Java 17+ or an error."""
     java = shutil.which("java")
     home = os.environ.get("JAVA_HOME")
     if home and Path(home, "bin", "java").exists():
@@ -235,7 +240,8 @@ def _render_server_properties() -> Path:
     return target
 
 
-def _java_base(java: str, libs: Path) -> list[str]:
+def kafka_java_base(java: str, libs: Path) -> list[str]:
+    """``java ... -cp libs/*``: the start of every Kafka command line (main class follows)."""
     return [
         java,
         f"-Dlog4j2.configurationFile={DEV_DIR / 'kafka' / 'log4j2.xml'}",
@@ -245,12 +251,10 @@ def _java_base(java: str, libs: Path) -> list[str]:
     ]
 
 
-def _format_kafka_storage(java: str, libs: Path, props: Path, *, quiet: bool) -> None:
-    if (_kafka_data_dir() / "meta.properties").exists():
-        return
-    base = [*_java_base(java, libs), "-Xmx256m"]
+def kafka_random_uuid(java: str, libs: Path) -> str:
+    """A new cluster id from ``kafka-storage random-uuid``."""
     uuid = subprocess.run(  # noqa: S603
-        [*base, "kafka.tools.StorageTool", "random-uuid"],
+        [*kafka_java_base(java, libs), "-Xmx256m", "kafka.tools.StorageTool", "random-uuid"],
         capture_output=True,
         text=True,
         check=False,
@@ -258,10 +262,29 @@ def _format_kafka_storage(java: str, libs: Path, props: Path, *, quiet: bool) ->
     cluster_id = uuid.stdout.strip().splitlines()[-1] if uuid.stdout.strip() else ""
     if uuid.returncode != 0 or not re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id):
         raise DevStackError(f"kafka-storage random-uuid failed:\n{uuid.stdout}{uuid.stderr}")
-    shutil.rmtree(_kafka_data_dir(), ignore_errors=True)
+    return cluster_id
+
+
+def format_kafka_storage(
+    java: str,
+    libs: Path,
+    props: Path,
+    data_dir: Path,
+    log_file: Path,
+    *,
+    cluster_id: str,
+    extra_args: tuple[str, ...] = (),
+) -> None:
+    """``kafka-storage format --standalone`` of ``data_dir`` for the node in ``props``.
+
+    ``extra_args`` go to the tool as they are (``--add-scram 'SCRAM-SHA-512=[...]'``), so
+    they are never written to ``log_file``, which gets the tool's output only.
+    """
+    shutil.rmtree(data_dir, ignore_errors=True)
     fmt = subprocess.run(  # noqa: S603
         [
-            *base,
+            *kafka_java_base(java, libs),
+            "-Xmx256m",
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
@@ -269,18 +292,28 @@ def _format_kafka_storage(java: str, libs: Path, props: Path, *, quiet: bool) ->
             cluster_id,
             "-c",
             str(props),
+            *extra_args,
         ],
         capture_output=True,
         text=True,
         check=False,
     )
-    with _kafka_log_file().open("a") as logf:
+    with log_file.open("a") as logf:
         logf.write(fmt.stdout + fmt.stderr)
     if fmt.returncode != 0:
         raise DevStackError(
-            f"formatting Kafka storage failed (see {_kafka_log_file()}):\n"
+            f"formatting Kafka storage failed (see {log_file}):\n"
             + "\n".join((fmt.stdout + fmt.stderr).splitlines()[-15:])
         )
+
+
+def _format_kafka_storage(java: str, libs: Path, props: Path, *, quiet: bool) -> None:
+    if (_kafka_data_dir() / "meta.properties").exists():
+        return
+    cluster_id = kafka_random_uuid(java, libs)
+    format_kafka_storage(
+        java, libs, props, _kafka_data_dir(), _kafka_log_file(), cluster_id=cluster_id
+    )
     (KAFKA_DIR / "cluster.id").write_text(cluster_id + "\n")
     say(f"kafka: formatted storage in {_kafka_data_dir()} (cluster {cluster_id})", quiet=quiet)
 
@@ -314,7 +347,7 @@ def kafka_up(*, quiet: bool = False) -> str:
             f"see {_kafka_log_file()} or run `tipstream dev down`"
         )
 
-    java = _java()
+    java = find_java()
     libs = fetch_kafka(quiet=quiet)
     KAFKA_DIR.mkdir(parents=True, exist_ok=True)
     props = _render_server_properties()
@@ -324,7 +357,7 @@ def kafka_up(*, quiet: bool = False) -> str:
 
     started = time.monotonic()
     cmd = [
-        *_java_base(java, libs),
+        *kafka_java_base(java, libs),
         f"-Xmx{KAFKA_HEAP}",
         "-Xms128m",
         "-XX:+UseG1GC",
