@@ -42,9 +42,15 @@ def _settings_for(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> S
         monkeypatch.delenv(name)
     for name, raw in _env(service).items():
         if name.startswith(PREFIX):
-            # ${VAR:-default} interpolation: compose substitutes the default when unset.
-            monkeypatch.setenv(name, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", raw))
+            # ${VAR:-default}: compose substitutes the default when unset. ${VAR:?message}:
+            # compose refuses to start unless the user sets it; stand in a user's value.
+            value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", raw)
+            value = re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", REQUIRED_STAND_IN, value)
+            monkeypatch.setenv(name, value)
     return Settings()
+
+
+REQUIRED_STAND_IN = "a-secret-the-user-sets"
 
 
 def _port_mappings(service: dict[str, Any]) -> dict[int, int]:
@@ -175,3 +181,14 @@ def test_simulator_plays_the_policy_the_worker_serves(
     policy = command[command.index("--policy") + 1]
     assert policy == _settings_for(services["worker"], monkeypatch).policy
     assert policy == _settings_for(services["simulator"], monkeypatch).policy
+
+
+def test_the_worker_in_compose_needs_a_token_of_its_own(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It listens on 0.0.0.0, so the public default token would be refused at start."""
+    worker = compose["services"]["worker"]
+    assert ":?" in _env(worker)["TIPSTREAM_ADMIN_TOKEN"]
+    settings = _settings_for(worker, monkeypatch)
+    assert settings.web_host == "0.0.0.0"
+    assert settings.admin_token_problem() is None
