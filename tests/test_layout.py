@@ -124,9 +124,7 @@ def test_there_is_no_import_cycle() -> None:
 def test_few_function_level_imports_of_project_modules() -> None:
     known = modules()
     found = [
-        where
-        for name, path in known.items()
-        for where in function_level_imports(path, name, known)
+        where for name, path in known.items() for where in function_level_imports(path, name, known)
     ]
     assert len(found) <= MAX_FUNCTION_LEVEL_IMPORTS, found
 
