@@ -26,13 +26,8 @@ T0_MS = int(T0.timestamp() * 1000)
 
 @pytest.fixture
 async def worker(topics: Settings, database: str) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(topics, reward_wait_s=WAIT_S)
-    process.start()
-    try:
-        await process.wait_ready()
+    async with WorkerProcess(topics, reward_wait_s=WAIT_S) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def user() -> str:
