@@ -15,6 +15,7 @@ import faust
 import orjson
 
 from streams.settings import Settings
+from streams.worker.app import raw_topic
 
 
 def main() -> None:
@@ -30,14 +31,7 @@ def main() -> None:
         web_enabled=False,
         autodiscover=False,
     )
-    source = app.topic(
-        settings.topic_shown,
-        settings.topic_feedback,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    source = raw_topic(app, settings.topic_shown, settings.topic_feedback)  # as the worker reads
     counts = app.Table("counts", default=int, partitions=settings.partitions)
     seen = 0
     started = 0.0

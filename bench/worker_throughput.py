@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bandit.registry import DEFAULT_POLICY
 from schemas.events import decode_feedback
-from streams.dev.worker_process import WorkerProcess, settings_env
+from streams.dev.worker_process import WorkerProcess, child_env
 from streams.settings import Settings
 
 
@@ -144,11 +143,9 @@ async def raw_consume(settings: Settings, topic: str, expected: int, validate: b
 
 
 def naive_faust(settings: Settings, expected: int) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
-    env.update(settings_env(settings))
     result = subprocess.run(
         [sys.executable, "-m", "bench.naive_faust", f"{settings.app_id}-naive", str(expected)],
-        env=env,
+        env=child_env(settings),
         capture_output=True,
         timeout=600,
         check=False,

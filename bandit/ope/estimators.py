@@ -72,6 +72,17 @@ def _weights(logged_propensity: ArrayLike, target_prob: ArrayLike) -> FloatArray
     return pi / p
 
 
+def _weighted_rewards(
+    logged_propensity: ArrayLike, reward: ArrayLike, target_prob: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """(w, r): the importance weights π/p and the rewards, checked to be the same length."""
+    w = _weights(logged_propensity, target_prob)
+    r = _vec(reward, "reward")
+    if r.shape != w.shape:
+        raise ValueError("reward differs in length from the propensities")
+    return w, r
+
+
 def _bootstrap(
     stat: Callable[[IntArray], FloatArray],
     n: int,
@@ -108,10 +119,7 @@ def ips(
     n_boot: int = 1000,
 ) -> Estimate:
     """Inverse propensity scoring: mean(π/p · r)."""
-    w = _weights(logged_propensity, target_prob)
-    r = _vec(reward, "reward")
-    if r.shape != w.shape:
-        raise ValueError("reward differs in length from the propensities")
+    w, r = _weighted_rewards(logged_propensity, reward, target_prob)
     return _mean_estimate(w * r, rng, n_boot)
 
 
@@ -125,10 +133,7 @@ def snips(
 ) -> Estimate:
     """Self-normalised IPS: Σ w r / Σ w. Raises ValueError if the target never agrees
     with the log (Σ w = 0)."""
-    w = _weights(logged_propensity, target_prob)
-    r = _vec(reward, "reward")
-    if r.shape != w.shape:
-        raise ValueError("reward differs in length from the propensities")
+    w, r = _weighted_rewards(logged_propensity, reward, target_prob)
     n = int(w.size)
     if n == 0:
         raise ValueError("no logged rows")

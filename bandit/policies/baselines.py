@@ -16,6 +16,7 @@ Their user state is a ``Tally`` (pulls and reward sum), so /stats still has numb
 from __future__ import annotations
 
 import struct
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,9 +54,40 @@ class Tally:
 
 
 class _TallyPolicy(Policy):
-    """Shared plumbing for policies whose user state is a ``Tally``."""
+    """Shared plumbing for policies whose user state is a ``Tally``.
+
+    The tally only feeds /stats: these policies decide from the moment and the candidates
+    alone, so subclasses implement ``_probabilities`` and ``_choose`` over those (never
+    called with an empty candidate list).
+    """
 
     __slots__ = ()
+
+    def probabilities(
+        self, user: Tally, shared: None, moment: Moment, tasks: Sequence[Task]
+    ) -> FloatArray:
+        if not tasks:
+            raise ValueError("no candidates to choose from")
+        return self._probabilities(moment, tasks)
+
+    def choose(
+        self,
+        user: Tally,
+        shared: None,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Choice:
+        if not tasks:
+            raise ValueError("no candidates to choose from")
+        return self._choose(moment, tasks, rng)
+
+    @abstractmethod
+    def _probabilities(self, moment: Moment, tasks: Sequence[Task]) -> FloatArray: ...
+
+    @abstractmethod
+    def _choose(self, moment: Moment, tasks: Sequence[Task], rng: np.random.Generator) -> Choice:
+        """Pick one task; the propensity equals ``_probabilities(...)[index]``."""
 
     def new_user(self) -> Tally:
         return Tally()
@@ -76,23 +108,10 @@ class RandomPolicy(_TallyPolicy):
     __slots__ = ()
     name = "random"
 
-    def probabilities(
-        self, user: Tally, shared: None, moment: Moment, tasks: Sequence[Task]
-    ) -> FloatArray:
-        if not tasks:
-            raise ValueError("no candidates to choose from")
+    def _probabilities(self, moment: Moment, tasks: Sequence[Task]) -> FloatArray:
         return np.full(len(tasks), 1.0 / len(tasks), dtype=np.float64)
 
-    def choose(
-        self,
-        user: Tally,
-        shared: None,
-        moment: Moment,
-        tasks: Sequence[Task],
-        rng: np.random.Generator,
-    ) -> Choice:
-        if not tasks:
-            raise ValueError("no candidates to choose from")
+    def _choose(self, moment: Moment, tasks: Sequence[Task], rng: np.random.Generator) -> Choice:
         k = len(tasks)
         return Choice(index=int(rng.integers(k)), propensity=1.0 / k, explored=True, score=0.0)
 
@@ -107,23 +126,12 @@ class OraclePolicy(_TallyPolicy):
         self.expected_reward = expected_reward
 
     def _scores(self, moment: Moment, tasks: Sequence[Task]) -> FloatArray:
-        if not tasks:
-            raise ValueError("no candidates to choose from")
         return np.array([self.expected_reward(moment, t) for t in tasks], dtype=np.float64)
 
-    def probabilities(
-        self, user: Tally, shared: None, moment: Moment, tasks: Sequence[Task]
-    ) -> FloatArray:
+    def _probabilities(self, moment: Moment, tasks: Sequence[Task]) -> FloatArray:
         return one_hot(first_argmax(self._scores(moment, tasks)), len(tasks))
 
-    def choose(
-        self,
-        user: Tally,
-        shared: None,
-        moment: Moment,
-        tasks: Sequence[Task],
-        rng: np.random.Generator,
-    ) -> Choice:
+    def _choose(self, moment: Moment, tasks: Sequence[Task], rng: np.random.Generator) -> Choice:
         scores = self._scores(moment, tasks)
         i = first_argmax(scores)
         return Choice(index=i, propensity=1.0, explored=False, score=float(scores[i]))

@@ -37,6 +37,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process that must run with exactly ``settings``: ours,
+    without any TIPSTREAM_* of our own, plus :func:`settings_env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
+    env.update(settings_env(settings))
+    return env
+
+
 class WorkerProcess:
     """``tipstream worker`` in a child process with the given settings."""
 
@@ -62,8 +70,7 @@ class WorkerProcess:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
-        env.update(settings_env(self.settings))
+        env = child_env(self.settings)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 (our own module, a validated log level)
             [sys.executable, "-m", "streams.cli", "worker", "--loglevel", self.loglevel],
@@ -71,6 +78,20 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    async def __aenter__(self) -> WorkerProcess:
+        """Started and ready (``/healthz`` 200); stopped gracefully on the way out, also when
+        it never became ready."""
+        self.start()
+        try:
+            await self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s

@@ -33,7 +33,6 @@ from streams.sim.config import (
     SimConfig,
     SimUsageError,
     SimUser,
-    make_users,
     new_run_id,
     resolve_personas,
 )
@@ -75,7 +74,7 @@ async def play_round(
 
 async def _inprocess_lockstep(ctx: RunContext, chooser: InProcessChooser) -> None:
     """Round by round: all users choose from last round's state, then learn in user order."""
-    users = make_users(ctx.world, ctx.personas, ctx.config.users)
+    users = ctx.new_users()
     for user in users:
         user.state = chooser.new_user_state(user.persona)
     limit = asyncio.Semaphore(ctx.config.concurrency)
@@ -102,7 +101,7 @@ async def _inprocess_lockstep(ctx: RunContext, chooser: InProcessChooser) -> Non
 
 async def _worker_per_user(ctx: RunContext, chooser: WorkerChooser) -> None:
     """Each user's rounds in order (the worker learns between them); users concurrently."""
-    users = make_users(ctx.world, ctx.personas, ctx.config.users)
+    users = ctx.new_users()
     limit = asyncio.Semaphore(ctx.config.concurrency)
 
     async def one_user(user: SimUser) -> None:

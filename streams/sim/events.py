@@ -55,6 +55,17 @@ class RunEvents:
     def of(cls, settings: Settings, run_id: str) -> RunEvents:
         return cls(run_id, settings.topic_shown, settings.topic_feedback)
 
+    def _envelope(self, event_id: str, user: SimUser, tip_id: str) -> dict[str, Any]:
+        """The fields every event of this run carries, whichever its type."""
+        return {
+            "schema_version": 1,
+            "event_id": event_id,
+            "tip_id": tip_id,
+            "user_id": user.user_id,
+            "source": Source.SIM,
+            "run_id": self.run_id,
+        }
+
     def shown(  # noqa: PLR0917 - one show's parts, all needed
         self,
         user: SimUser,
@@ -66,12 +77,10 @@ class RunEvents:
         served_at_ms: int,
     ) -> TipShown:
         task = tasks[picked.index]
+        shown_id, _ = event_ids(self.run_id, user.user_id, round_)
         return TipShown(
             type="TipShown",
-            schema_version=1,
-            event_id=event_ids(self.run_id, user.user_id, round_)[0],
-            tip_id=task.tip_id,
-            user_id=user.user_id,
+            **self._envelope(shown_id, user, task.tip_id),
             served_at=from_epoch_ms(served_at_ms),
             policy=policy,
             propensity=picked.propensity,
@@ -92,25 +101,19 @@ class RunEvents:
                 )
                 for t in tasks
             ],
-            source=Source.SIM,
-            run_id=self.run_id,
         )
 
     def feedback(
         self, user: SimUser, round_: int, task: Task, judgment: Judgment, served_at_ms: int
     ) -> TipFeedback:
         """The reaction, ``dwell_ms`` after the show."""
+        _, feedback_id = event_ids(self.run_id, user.user_id, round_)
         return TipFeedback(
             type="TipFeedback",
-            schema_version=1,
-            event_id=event_ids(self.run_id, user.user_id, round_)[1],
-            tip_id=task.tip_id,
-            user_id=user.user_id,
+            **self._envelope(feedback_id, user, task.tip_id),
             action=Action(judgment.action),
             dwell_ms=judgment.dwell_ms,
             occurred_at=from_epoch_ms(served_at_ms + (judgment.dwell_ms or 0)),
-            source=Source.SIM,
-            run_id=self.run_id,
         )
 
     def record(self, event: TipShown | TipFeedback) -> Message:

@@ -25,7 +25,6 @@ from streams.sim.config import (
     SimConfig,
     SimUsageError,
     SimUser,
-    make_users,
     new_run_id,
     resolve_personas,
 )
@@ -74,7 +73,7 @@ async def run_external_requests(
         assert store is not None
 
         async def body() -> dict[str, Any]:
-            users = make_users(ctx.world, personas, config.users)
+            users = ctx.new_users()
             pending: list[tuple[str, int, dict[str, Any]]] = []
             requests: list[JudgmentRequest] = []
             for user in users:

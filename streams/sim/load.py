@@ -22,7 +22,6 @@ from streams.sim.config import (
     SimConfig,
     SimUsageError,
     SimUser,
-    make_users,
     new_run_id,
     resolve_personas,
 )
@@ -198,7 +197,7 @@ async def run_load(
         quiet=quiet,
         label=f"{run_id} load",
     ) as ctx:
-        users = make_users(ctx.world, personas, config.users)
+        users = ctx.new_users()
         for user in users:
             user.state = chooser.new_user_state(user.persona)
         if publisher_probe is not None:

@@ -21,7 +21,7 @@ from judges.personas import Persona
 from judges.world import World
 from streams.settings import Settings
 from streams.sim.choosers import Picked
-from streams.sim.config import SimConfig, SimFailedError, SimUser
+from streams.sim.config import SimConfig, SimFailedError, SimUser, make_users
 from streams.sim.events import RunEvents, features_json
 from streams.sim.progress import Progress
 from streams.sim.publisher import Publisher, make_producer
@@ -53,6 +53,10 @@ class RunContext:
     progress: Progress
     events: RunEvents
     stats: list[dict[str, Any]] = field(default_factory=list)  # one per judgment, for the summary
+
+    def new_users(self) -> list[SimUser]:
+        """The run's users, fresh: ``config.users`` of each persona, ids from the world."""
+        return make_users(self.world, self.personas, self.config.users)
 
 
 @contextlib.asynccontextmanager

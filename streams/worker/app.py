@@ -20,7 +20,7 @@ import faust
 import faust.worker
 import numpy as np
 from faust.tables.manager import TableManager
-from faust.types import TP
+from faust.types import TP, TopicT
 from faust.web import Request
 from mode.types.signals import BaseSignalT
 
@@ -49,6 +49,7 @@ __all__ = [
     "Worker",
     "build_policies",
     "faust_broker_credentials",
+    "raw_topic",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,14 @@ def build_policies(settings: Settings) -> list[Policy]:
     return [make_policy(name, epsilon=settings.epsilon) for name in unique]
 
 
+def raw_topic(app: faust.App, *names: str) -> TopicT:
+    """The topics ``names`` with keys and values as raw bytes: records are decoded and
+    encoded by ``schemas.events``, never by faust."""
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
 def faust_broker_credentials(settings: Settings) -> Any:
     kwargs = settings.aiokafka_kwargs()
     ssl_context = cast("ssl.SSLContext | None", kwargs.get("ssl_context"))
@@ -155,21 +164,8 @@ class Worker:
             producer_max_batch_size=256 * 1024,
             autodiscover=False,
         )
-        self.source = self.app.topic(
-            settings.topic_shown,
-            settings.topic_feedback,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.deadletter_topic = self.app.topic(
-            settings.topic_deadletter,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        self.source = raw_topic(self.app, settings.topic_shown, settings.topic_feedback)
+        self.deadletter_topic = raw_topic(self.app, settings.topic_deadletter)
         self.table: StateTable = self.app.tables.add(  # type: ignore[assignment]
             StateTable(
                 self.app,

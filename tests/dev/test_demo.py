@@ -12,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bandit.registry import DEFAULT_POLICY
 from streams.dev.demo import DEMO_PARTITIONS, demo_settings
+from streams.dev.worker_process import child_env
 from streams.settings import Settings
-from tests.sim.simhelpers import cli_env
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ async def test_demo_runs_the_served_policy_through_the_worker_and_reports(
     topics: Settings, database: str, tmp_path: Path
 ) -> None:
     # Runs in a scratch directory (the reports land there) on the demo's own topics.
-    env = {**cli_env(topics), "PYTHONPATH": str(REPO)}
+    env = {**child_env(topics), "PYTHONPATH": str(REPO)}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.cli", "demo", "--users", "1", "--rounds", "3",
         cwd=tmp_path, env=env,

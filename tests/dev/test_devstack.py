@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,25 +15,17 @@ from streams.dev import devstack
 from streams.dev.kafka import KAFKA_VERSION, kafka_metadata
 from streams.dev.local import KAFKA_PORT, POSTGRES_PORT
 from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT, Settings
+from tests.processes import REPO, run_module
 
 DEV_PORTS_MOVED = (KAFKA_PORT, POSTGRES_PORT) != (
     DEV_KAFKA_PORT,
     DEV_POSTGRES_PORT,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _dev(*args: str) -> subprocess.CompletedProcess[str]:
     # The dev sub-app's own entry point: the same typer commands `tipstream dev` mounts.
-    return subprocess.run(
-        [sys.executable, "-m", "streams.dev.devstack", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=240,
-        check=False,
-    )
+    return run_module("streams.dev.devstack", *args, timeout_s=240)
 
 
 def _pids() -> tuple[int | None, int | None]:

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from bandit.stats import t_975
-from streams.dev.worker_process import settings_env
+from streams.dev.worker_process import child_env
 from streams.settings import Settings
 
 
@@ -114,18 +114,10 @@ async def consume_run(settings: Settings, run_id: str, count: int) -> dict[str, 
     return found
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    import os  # noqa: PLC0415
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
-    env.update(settings_env(settings))
-    return env
-
-
 async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.cli", *args,
-        env=cli_env(settings),
+        env=child_env(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -13,14 +13,13 @@ import asyncpg
 import pytest
 
 from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
-from streams.dev.worker_process import WorkerProcess
+from streams.dev.worker_process import WorkerProcess, child_env
 from streams.settings import Settings
 from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig
 from streams.worker.partitioning import partition_for
 from tests.sim.simhelpers import (
     assert_summary_matches_db,
-    cli_env,
     consume_run,
     judgments,
     run_cli,
@@ -112,13 +111,8 @@ async def test_same_seed_same_judgments_and_random_faces_the_same_world(
 async def worker(topics: Settings, database: str) -> AsyncIterator[WorkerProcess]:
     # A per-user policy: the determinism check below needs state that depends only on the
     # user's own events (a pooled prior also depends on the order users' feedback arrives).
-    process = WorkerProcess(topics, policy="egreedy-v1")
-    process.start()
-    try:
-        await process.wait_ready()
+    async with WorkerProcess(topics, policy="egreedy-v1") as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def test_through_the_worker_is_deterministic_and_learns(
@@ -169,7 +163,7 @@ async def test_sigint_marks_the_run_cancelled(topics: Settings, pg: asyncpg.Conn
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.cli", "simulate", "--policy", "random",
         "--users", "20", "--rounds", "100000", "--run-id", run_id, "--quiet",
-        env=cli_env(topics), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=child_env(topics), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         for _ in range(600):  # until it has recorded some judgments

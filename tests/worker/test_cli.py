@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
-import sys
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.dev.worker_process import settings_env
 from streams.settings import Settings
+from tests.processes import run_module
 
 pytestmark = pytest.mark.integration
 
 
 def tipstream(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
-    env.update(settings_env(settings))
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("streams.cli", *args, settings=settings, timeout_s=120)
 
 
 async def test_topics_ensure_creates_then_refuses_mismatched_inputs(

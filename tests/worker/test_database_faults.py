@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from streams.dev.worker_process import WorkerProcess, free_port, settings_env
+from streams.dev.worker_process import WorkerProcess, free_port
 from streams.settings import Settings
+from tests.processes import run_module
 from tests.worker.events import Producer, feedback, shown, wait_for_rows
 
 pytestmark = pytest.mark.integration
@@ -73,13 +72,17 @@ def via(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{netloc[0]}@127.0.0.1:{port}"))
 
 
-@contextlib.asynccontextmanager
-async def relay_to(settings: Settings) -> AsyncIterator[Relay]:
-    target = urlsplit(settings.database_url)
+@pytest.fixture
+async def relayed(topics: Settings, database: str) -> AsyncIterator[tuple[WorkerProcess, Relay]]:
+    """A ready worker whose only way to the database is a relay that the test can cut."""
+    target = urlsplit(topics.database_url)
     relay = Relay(target.hostname or "127.0.0.1", target.port or 5432)
     await relay.start()
     try:
-        yield relay
+        async with WorkerProcess(
+            topics, database_url=via(topics.database_url, relay.port)
+        ) as worker:
+            yield worker, relay
     finally:
         await relay.cut()
 
@@ -89,62 +92,45 @@ async def health(worker: WorkerProcess) -> tuple[int, dict[str, object]]:
 
 
 async def test_healthz_says_503_while_the_database_is_down_and_nothing_is_lost(
-    topics: Settings, database: str, pg: asyncpg.Connection
+    relayed: tuple[WorkerProcess, Relay], topics: Settings, pg: asyncpg.Connection
 ) -> None:
-    async with relay_to(topics) as relay:
-        worker = WorkerProcess(topics, database_url=via(topics.database_url, relay.port))
-        worker.start()
-        try:
-            await worker.wait_ready()
-            await relay.cut()
-            cut_at = time.monotonic()
-            # Feedback arrives during the outage: it must be written once the database is back.
-            run = uuid.uuid4().hex[:8]
-            pairs = [
-                (shown(f"db-{run}-{i}", "t"), feedback(f"db-{run}-{i}", "t")) for i in range(20)
-            ]
-            async with Producer(topics) as kafka:
-                for show, fb in pairs:
-                    await kafka.shows(show)
-                    await kafka.feedbacks(fb)
-            # The writes of that feedback fail and are retried: 503 with the reason (and,
-            # without traffic, the probe would report the outage after 10 s).
-            while True:
-                status, body = await health(worker)
-                if status == 503:
-                    break
-                assert time.monotonic() - cut_at < 30, body
-                await asyncio.sleep(0.5)
-            assert body["status"] == "unhealthy"
-            assert "database" in str(body["reason"])
-            assert "127.0.0.1" in str(body["reason"])
-            assert f":{urlsplit(topics.database_url).password}@" not in str(body)  # no credentials
+    worker, relay = relayed
+    await relay.cut()
+    cut_at = time.monotonic()
+    # Feedback arrives during the outage: it must be written once the database is back.
+    run = uuid.uuid4().hex[:8]
+    pairs = [(shown(f"db-{run}-{i}", "t"), feedback(f"db-{run}-{i}", "t")) for i in range(20)]
+    async with Producer(topics) as kafka:
+        for show, fb in pairs:
+            await kafka.shows(show)
+            await kafka.feedbacks(fb)
+    # The writes of that feedback fail and are retried: 503 with the reason (and,
+    # without traffic, the probe would report the outage after 10 s).
+    while True:
+        status, body = await health(worker)
+        if status == 503:
+            break
+        assert time.monotonic() - cut_at < 30, body
+        await asyncio.sleep(0.5)
+    assert body["status"] == "unhealthy"
+    assert "database" in str(body["reason"])
+    assert "127.0.0.1" in str(body["reason"])
+    assert f":{urlsplit(topics.database_url).password}@" not in str(body)  # no credentials
 
-            await relay.start()
-            rows = await wait_for_rows(pg, [fb["eventId"] for _, fb in pairs], timeout_s=60)
-            assert {r["status"] for r in rows.values()} == {"applied"}
-            for _ in range(60):
-                if (await health(worker))[0] == 200:
-                    break
-                await asyncio.sleep(0.5)
-            else:
-                raise AssertionError(await health(worker))
-        finally:
-            worker.stop()
+    await relay.start()
+    rows = await wait_for_rows(pg, [fb["eventId"] for _, fb in pairs], timeout_s=60)
+    assert {r["status"] for r in rows.values()} == {"applied"}
+    for _ in range(60):
+        if (await health(worker))[0] == 200:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(await health(worker))
 
 
 def start_worker(settings: Settings) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
-    env.update(settings_env(settings))
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module("streams.cli", "worker", settings=settings, timeout_s=60)
     return result, time.monotonic() - started
 
 
@@ -177,21 +163,15 @@ def test_worker_exits_when_the_database_is_unreachable(settings: Settings, datab
 
 
 async def test_healthz_reports_an_idle_outage_after_ten_seconds(
-    topics: Settings, database: str
+    relayed: tuple[WorkerProcess, Relay],
 ) -> None:
     """No traffic, so no write fails: the probe alone must notice the database is gone."""
-    async with relay_to(topics) as relay:
-        worker = WorkerProcess(topics, database_url=via(topics.database_url, relay.port))
-        worker.start()
-        try:
-            await worker.wait_ready()
-            await relay.cut()
-            cut_at = time.monotonic()
-            while (status_body := await health(worker))[0] == 200:
-                assert time.monotonic() - cut_at < 30, status_body
-                await asyncio.sleep(0.5)
-            waited = time.monotonic() - cut_at
-            assert waited > 8, (waited, status_body)  # an outage is called after 10 s, not at once
-            assert "unreachable" in str(status_body[1]["reason"])
-        finally:
-            worker.stop()
+    worker, relay = relayed
+    await relay.cut()
+    cut_at = time.monotonic()
+    while (status_body := await health(worker))[0] == 200:
+        assert time.monotonic() - cut_at < 30, status_body
+        await asyncio.sleep(0.5)
+    waited = time.monotonic() - cut_at
+    assert waited > 8, (waited, status_body)  # an outage is called after 10 s, not at once
+    assert "unreachable" in str(status_body[1]["reason"])

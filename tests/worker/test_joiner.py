@@ -11,6 +11,7 @@ from bandit.policies.egreedy import EpsilonGreedyV1
 from schemas.events import TipFeedback, TipShown
 from streams.worker.joiner import Joiner
 from streams.worker.state import UserRecord
+from tests.worker.reward_cases import DONE_REWARD_AT_DWELL_BOUNDARIES
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -69,18 +70,7 @@ def run(joiner: Joiner, record: UserRecord, *events: TipShown | TipFeedback, now
     return joiner.process(record, "u1", [(e, now) for e in events], now, {})
 
 
-@pytest.mark.parametrize(
-    ("dwell", "milli"),
-    [
-        (14_999, -300),
-        (15_000, 1000),
-        (119_999, 1000),
-        (120_000, 600),
-        (599_999, 600),
-        (600_000, 300),
-        (0, -300),
-    ],
-)
+@pytest.mark.parametrize(("dwell", "milli"), [*DONE_REWARD_AT_DWELL_BOUNDARIES, (0, -300)])
 def test_done_reward_at_every_dwell_boundary(joiner: Joiner, dwell: int, milli: int) -> None:
     record = UserRecord()
     result = run(joiner, record, show(), feedback(dwell=dwell))

@@ -17,6 +17,7 @@ from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
 from streams.worker.partitioning import partition_for
 from tests.worker.events import T0, Producer, feedback, shown, wait_for_rows
+from tests.worker.reward_cases import DONE_REWARD_AT_DWELL_BOUNDARIES
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +27,8 @@ T0_MS = int(T0.timestamp() * 1000)
 
 @pytest.fixture
 async def worker(topics: Settings, database: str) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(topics, reward_wait_s=WAIT_S)
-    process.start()
-    try:
-        await process.wait_ready()
+    async with WorkerProcess(topics, reward_wait_s=WAIT_S) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def user() -> str:
@@ -43,14 +39,7 @@ async def test_rewards_at_every_dwell_boundary_and_stats(
     worker: WorkerProcess, pg: asyncpg.Connection
 ) -> None:
     u = user()
-    cases = [
-        (14_999, -300),
-        (15_000, 1000),
-        (119_999, 1000),
-        (120_000, 600),
-        (599_999, 600),
-        (600_000, 300),
-    ]
+    cases = DONE_REWARD_AT_DWELL_BOUNDARIES
     events = [(f"tip-{d}", feedback(u, f"tip-{d}", "done", d), m) for d, m in cases]
     candidates = [{"tipId": "other", "priority": 1, "isOverdue": False, "taskAgeDays": 0}]
     shows = [shown(u, tip, candidates=candidates, candidateCount=2) for tip, _, _ in events]
