@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 
 from schemas.migrations import migrate
+from streams.dev import local
 from streams.dev.local import (
     DATABASE_URL,
     DB_NAME,
@@ -33,14 +34,6 @@ from streams.dev.local import (
     START_TIMEOUT_S,
     VAR_DIR,
     DevStackError,
-    pid_alive,
-    port_open,
-    port_owner,
-    read_pid,
-    run_async,
-    say,
-    stop_pid,
-    tail,
 )
 
 __all__ = [
@@ -101,7 +94,9 @@ def _pg_bindir(*, install: bool, quiet: bool) -> Path:
             "PostgreSQL is not installed: install the server (Debian: "
             "sudo apt-get install -y postgresql) and run `tipstream dev up` again"
         )
-    say("postgres: not installed; installing Debian's postgresql with apt-get ...", quiet=quiet)
+    local.say(
+        "postgres: not installed; installing Debian's postgresql with apt-get ...", quiet=quiet
+    )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for args in (
         [apt, "update", "-q"],
@@ -216,8 +211,8 @@ def _pg_conf(socket_dir: Path) -> str:
 
 
 def _postgres_running(data: Path, bindir: Path) -> int | None:
-    pid = read_pid(data / "postmaster.pid")
-    if pid and pid_alive(pid):
+    pid = local.read_pid(data / "postmaster.pid")
+    if pid and local.pid_alive(pid):
         proc = subprocess.run(  # noqa: S603
             _pg_cmd([str(bindir / "pg_ctl"), "status", "-D", str(data)]),
             capture_output=True,
@@ -236,25 +231,25 @@ def postgres_up(*, quiet: bool = False) -> str:
     log_file = home / "postgres.log"
 
     if (data / "PG_VERSION").exists():
-        pid = read_pid(data / "postmaster.pid")
-        if pid and pid_alive(pid) and run_async(postgres_ready):
-            applied = run_async(apply_migrations)
+        pid = local.read_pid(data / "postmaster.pid")
+        if pid and local.pid_alive(pid) and local.run_async(postgres_ready):
+            applied = local.run_async(apply_migrations)
             note = f"; applied migrations {applied}" if applied else ""
             return f"postgres: already running at {HOST}:{POSTGRES_PORT} (pid {pid}){note}"
 
     bindir = _pg_bindir(install=True, quiet=quiet)
     user = _pg_user()
     running = _postgres_running(data, bindir) if (data / "PG_VERSION").exists() else None
-    if running is None and port_open(POSTGRES_PORT):
-        if run_async(postgres_ready):
-            applied = run_async(apply_migrations)
+    if running is None and local.port_open(POSTGRES_PORT):
+        if local.run_async(postgres_ready):
+            applied = local.run_async(apply_migrations)
             return (
                 f"postgres: using the server already listening at {HOST}:{POSTGRES_PORT} "
                 f"(not started by tipstream dev); applied migrations {applied or 'none'}"
             )
         raise DevStackError(
             f"port {POSTGRES_PORT} is taken by another program: "
-            f"{port_owner(POSTGRES_PORT)}; stop it and run `tipstream dev up` again"
+            f"{local.port_owner(POSTGRES_PORT)}; stop it and run `tipstream dev up` again"
         )
 
     actions: list[str] = []
@@ -326,15 +321,15 @@ def postgres_up(*, quiet: bool = False) -> str:
         if proc.returncode != 0:
             raise DevStackError(
                 f"pg_ctl start failed:\n{proc.stdout}{proc.stderr}\n"
-                f"last lines of {log_file}:\n{tail(log_file)}"
+                f"last lines of {log_file}:\n{local.tail(log_file)}"
             )
         actions.append("started")
 
-    run_async(lambda: _bootstrap_database(socket_dir))
-    applied = run_async(apply_migrations)
+    local.run_async(lambda: _bootstrap_database(socket_dir))
+    applied = local.run_async(apply_migrations)
     if applied:
         actions.append(f"applied migrations {applied}")
-    pid = read_pid(data / "postmaster.pid")
+    pid = local.read_pid(data / "postmaster.pid")
     return (
         f"postgres: {', '.join(actions) or 'checked'} at {HOST}:{POSTGRES_PORT} "
         f"(pid {pid}) in {time.monotonic() - started:.1f}s; log {log_file}"
@@ -359,8 +354,8 @@ async def _bootstrap_database(socket_dir: Path) -> None:
 def postgres_down() -> str:
     home = postgres_home()
     data = home / "data"
-    pid = read_pid(data / "postmaster.pid")
-    if not pid or not pid_alive(pid):
+    pid = local.read_pid(data / "postmaster.pid")
+    if not pid or not local.pid_alive(pid):
         return "postgres: not running"
     bindir = _pg_bindir(install=False, quiet=True)
     for mode in ("fast", "immediate"):
@@ -374,10 +369,10 @@ def postgres_down() -> str:
         )
         if proc.returncode == 0:
             return f"postgres: stopped (pid {pid}, {mode})"
-    return stop_pid(pid, "postgres")
+    return local.stop_pid(pid, "postgres")
 
 
 def postgres_pid() -> int | None:
     """The postmaster's pid, if its pid file names a live process."""
-    pid = read_pid(postgres_home() / "data" / "postmaster.pid")
-    return pid if pid and pid_alive(pid) else None
+    pid = local.read_pid(postgres_home() / "data" / "postmaster.pid")
+    return pid if pid and local.pid_alive(pid) else None

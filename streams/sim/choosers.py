@@ -29,14 +29,6 @@ __all__ = ["Chooser", "InProcessChooser", "Picked", "WorkerChooser", "make_polic
 
 log = logging.getLogger(__name__)
 
-# The worker answers 503 while it starts or rebalances (or its database is down) and 504
-# when the user's state has not reached ``min_updates`` yet: both pass, so ask again, with a
-# bounded exponential backoff (about 30 s in all besides the worker's own 10 s waits).
-RETRY_STATUSES = frozenset({503, 504})
-ATTEMPTS = 8
-FIRST_BACKOFF_S = 0.25
-MAX_BACKOFF_S = 8.0
-
 
 @dataclass(frozen=True, slots=True)
 class Picked:
@@ -120,6 +112,13 @@ class WorkerChooser:
     """The worker's ``POST /score/egreedy`` in the run's namespace."""
 
     via: Via = "worker"
+    # The worker answers 503 while it starts or rebalances (or its database is down) and 504
+    # when the user's state has not reached ``min_updates`` yet: both pass, so ask again,
+    # with a bounded exponential backoff (about 30 s besides the worker's own 10 s waits).
+    retry_statuses = frozenset({503, 504})
+    attempts = 8
+    first_backoff_s = 0.25
+    max_backoff_s = 8.0
 
     def __init__(
         self, settings: Settings, policy_name: str, run_id: str, session: aiohttp.ClientSession
@@ -181,39 +180,39 @@ class WorkerChooser:
 
     async def _score(self, user: SimUser, body: dict[str, Any]) -> dict[str, Any]:
         """POST the request, retrying 503, 504 and connection errors with bounded backoff."""
-        backoff = FIRST_BACKOFF_S
-        for attempt in range(1, ATTEMPTS + 1):
+        backoff = self.first_backoff_s
+        for attempt in range(1, self.attempts + 1):
             try:
                 async with self.session.post(self.url, json=body) as response:
                     answer: dict[str, Any] = await response.json(content_type=None)
                     status = response.status
             except aiohttp.ClientError as err:
-                if attempt == ATTEMPTS:
+                if attempt == self.attempts:
                     raise SimFailedError(f"worker at {self.url} unreachable: {err}") from err
                 status, answer = 0, {"error": str(err)}
             if status == 200:
                 return answer
-            if status not in (0, *RETRY_STATUSES):
+            if status not in (0, *self.retry_statuses):
                 raise SimFailedError(f"worker answered {status} for {user.user_id}: {answer}")
-            if attempt == ATTEMPTS:
+            if attempt == self.attempts:
                 break
             self.retries[status] += 1
             log.warning(
                 "worker answered %s for %s (%s); retrying in %.2fs (attempt %d of %d)",
                 status or "no connection", user.user_id, answer.get("error", answer),
-                backoff, attempt, ATTEMPTS - 1,
+                backoff, attempt, self.attempts - 1,
             )  # fmt: skip
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            backoff = min(backoff * 2, self.max_backoff_s)
         if status == 504:
             raise SimFailedError(
                 f"worker answered 504 for {user.user_id}: {answer}. It did not apply this "
-                f"user's last feedback in {ATTEMPTS} tries: it may be behind on a backlog in "
+                f"user's last feedback in {self.attempts} tries: it may be behind on a backlog in "
                 f"{self.feedback_topic} (other runs' traffic; its /healthz shows the lag); let "
                 "it catch up, or use other topics and app id"
             )
         raise SimFailedError(
-            f"worker answered {status} for {user.user_id} {ATTEMPTS} times: {answer}"
+            f"worker answered {status} for {user.user_id} {self.attempts} times: {answer}"
         )
 
     def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:

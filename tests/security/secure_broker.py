@@ -101,7 +101,7 @@ class SecureBroker:
     workdir: Path
     log_file: Path
     process: subprocess.Popen[bytes]
-    startup_s: float
+    startup_s: float = 0.0  # measured once it answers
 
     def settings(self, base: Settings, **overrides: Any) -> Settings:
         """``base`` pointed at this broker over SASL_SSL with its SCRAM user."""
@@ -246,7 +246,6 @@ def start_secure_broker(username: str = "tipstream-test") -> SecureBroker:
         workdir=workdir,
         log_file=log_file,
         process=process,
-        startup_s=0.0,
     )
     client_kwargs = broker.settings(Settings()).aiokafka_kwargs()
     deadline = started + START_TIMEOUT_S

@@ -18,7 +18,6 @@ from aiohttp import web
 from bandit.base import Moment, Task
 from judges.personas import load_personas
 from streams.settings import Settings
-from streams.sim import choosers
 from streams.sim.choosers import WorkerChooser
 from streams.sim.config import SimFailedError, SimUser
 
@@ -63,7 +62,7 @@ async def serve(unused_tcp_port: int) -> AsyncIterator[tuple[Settings, list[Fake
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(choosers, "FIRST_BACKOFF_S", 0.001)
+    monkeypatch.setattr(WorkerChooser, "first_backoff_s", 0.001)
 
 
 async def choose(settings: Settings) -> tuple[int, WorkerChooser]:
@@ -90,9 +89,9 @@ async def test_503_and_504_are_retried_and_logged(
 async def test_retries_are_bounded(serve: tuple[Settings, list[FakeWorker]]) -> None:
     settings, workers = serve
     workers.append(FakeWorker([503] * 100))
-    with pytest.raises(SimFailedError, match=f"503 for u0 {choosers.ATTEMPTS} times"):
+    with pytest.raises(SimFailedError, match=f"503 for u0 {WorkerChooser.attempts} times"):
         await choose(settings)
-    assert workers[0].calls == choosers.ATTEMPTS
+    assert workers[0].calls == WorkerChooser.attempts
 
 
 async def test_other_errors_fail_at_once(serve: tuple[Settings, list[FakeWorker]]) -> None:
