@@ -16,9 +16,11 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
+from aiokafka.errors import KafkaError
 
 from bandit.registry import DEFAULT_POLICY
 from judges.registry import DEFAULT_JUDGE, JUDGE_NAMES_TEXT, UnknownJudgeError, judge_class
+from streams.cli.failures import aiokafka_silenced, kafka_failure_reason
 from streams.dev.demo import run_demo
 from streams.settings import get_settings
 from streams.sim.closed_loop import run_closed_loop
@@ -132,53 +134,59 @@ def simulate_command(  # noqa: PLR0917 - typer options
         max_in_flight=max_in_flight,
     )
     try:
-        result: dict[str, Any]
-        if judgments_in is not None:
-            assert run_id is not None
-            result = run_async(
-                run_external_judgments(settings, str(judgments_in), run_id, quiet=quiet)
-            )
-            pending = result["pending"]
-            for message in result["missing"]:
-                typer.echo(f"missing: {message}", err=True)
-            typer.echo(
-                f"run {run_id}: {result['accepted']} judgments published, {pending} pending"
-                + ("" if pending else ": finished"),
-                err=True,
-            )
-            if "events" in result and not as_json:
-                print_summary(result)
-        elif requests_out is not None:
-            result = run_async(
-                run_external_requests(
-                    settings, config, str(requests_out), run_id=run_id, quiet=quiet
+        # aiokafka logs each failed bootstrap itself; a failure ends in one line below.
+        with aiokafka_silenced():
+            result: dict[str, Any]
+            if judgments_in is not None:
+                assert run_id is not None
+                result = run_async(
+                    run_external_judgments(settings, str(judgments_in), run_id, quiet=quiet)
                 )
-            )
-            typer.echo(
-                f"run {result['run_id']}: {result['requests']} requests written to {requests_out}; "
-                "it stays running until phase 2:\n"
-                f"  tipstream simulate --judgments-in FILE --run-id {result['run_id']}",
-                err=True,
-            )
-        elif load:
-            load_result = run_async(run_load(settings, config, run_id=run_id, quiet=quiet))
-            result = load_result.as_json()
-            typer.echo(
-                f"run {result['run_id']}: {result['messages']} messages in "
-                f"{result['duration_s']:.1f} s = {result['achieved_rate']:.0f}/s "
-                f"(target {result['target_rate']:.0f}/s, peak in flight "
-                f"{result['peak_in_flight']}/{result['max_in_flight']}, "
-                f"behind {result['behind_messages']})",
-                err=not as_json,
-            )
-        else:
-            result = run_async(run_closed_loop(settings, config, run_id=run_id, quiet=quiet))
-            if not as_json:
-                print_summary(result)
+                pending = result["pending"]
+                for message in result["missing"]:
+                    typer.echo(f"missing: {message}", err=True)
+                typer.echo(
+                    f"run {run_id}: {result['accepted']} judgments published, {pending} pending"
+                    + ("" if pending else ": finished"),
+                    err=True,
+                )
+                if "events" in result and not as_json:
+                    print_summary(result)
+            elif requests_out is not None:
+                result = run_async(
+                    run_external_requests(
+                        settings, config, str(requests_out), run_id=run_id, quiet=quiet
+                    )
+                )
+                typer.echo(
+                    f"run {result['run_id']}: {result['requests']} requests written to "
+                    f"{requests_out}; "
+                    "it stays running until phase 2:\n"
+                    f"  tipstream simulate --judgments-in FILE --run-id {result['run_id']}",
+                    err=True,
+                )
+            elif load:
+                load_result = run_async(run_load(settings, config, run_id=run_id, quiet=quiet))
+                result = load_result.as_json()
+                typer.echo(
+                    f"run {result['run_id']}: {result['messages']} messages in "
+                    f"{result['duration_s']:.1f} s = {result['achieved_rate']:.0f}/s "
+                    f"(target {result['target_rate']:.0f}/s, peak in flight "
+                    f"{result['peak_in_flight']}/{result['max_in_flight']}, "
+                    f"behind {result['behind_messages']})",
+                    err=not as_json,
+                )
+            else:
+                result = run_async(run_closed_loop(settings, config, run_id=run_id, quiet=quiet))
+                if not as_json:
+                    print_summary(result)
     except SimUsageError as err:
         raise _fail(str(err), 2) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise _fail("cancelled; the run is marked cancelled", 1) from None
+    except KafkaError as err:  # one line that names the broker (and why it refused us)
+        with aiokafka_silenced():
+            raise _fail(run_async(kafka_failure_reason(settings, err)), 1) from None
     except Exception as err:
         raise _fail(f"{type(err).__name__}: {err}", 1) from None
     if as_json:
