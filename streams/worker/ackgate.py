@@ -137,7 +137,13 @@ class AckGate:
         self._start = lambda tp: committed.get(TP(*tp))
 
         def ack(message: Any) -> bool:
-            return original(message) if self.allow(message) else False
+            if self.allow(message):
+                return original(message)
+            # Held back: it is read again after the seek back, never acknowledged now. faust's
+            # stop and rebalance wait (``wait_empty``) for every delivered message to be acked,
+            # so one held back would block a rebalance for ever: it must not be waited for.
+            consumer._unacked_messages.discard(message)
+            return False
 
         consumer.ack = ack
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,3 +55,33 @@ def test_without_a_known_start_the_first_message_begins_the_run() -> None:
 
 def test_other_topics_pass_through() -> None:
     assert AckGate({"t"}).allow(_Msg("changelog", 0, 5))
+
+
+class _Consumer:
+    """The parts of faust's consumer the gate wraps: ``ack`` and its bookkeeping."""
+
+    def __init__(self) -> None:
+        self._committed_offset = {TP("t", 0): 0}  # committed at 0
+        self._unacked_messages: set[_Msg] = set()  # a WeakSet in faust
+        self.acked: list[int] = []
+
+    def ack(self, message: _Msg) -> bool:
+        self._unacked_messages.discard(message)
+        self.acked.append(message.offset)
+        return True
+
+
+def test_a_held_back_message_is_not_waited_for() -> None:
+    """faust's stop and rebalance wait until every delivered message is acked; one the gate
+    holds back must leave that set, or a rebalance waits for ever (seen with two workers)."""
+    consumer = _Consumer()
+    gate = AckGate({"t"})
+    gate.install(consumer)
+    held, fine = _Msg("t", 0, 1), _Msg("t", 0, 0)
+    consumer._unacked_messages.update([held, fine])
+    gate.mark_processed([("t", 0, 1), ("t", 0, 0)])
+    assert consumer.ack(held) is False  # offset 1 before 0: not committable yet
+    assert held not in consumer._unacked_messages
+    assert consumer.acked == []
+    assert consumer.ack(fine) is True
+    assert consumer.acked == [0]
