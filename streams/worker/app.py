@@ -74,11 +74,12 @@ class StateTable(faust.Table[str, bytes]):
 class BoundedStopWorker(faust.worker.Worker):
     """faust's worker process, whose stop on SIGTERM or SIGINT takes at most ``stop_timeout_s``.
 
-    faust's stop waits for every fetched event to be acknowledged (``wait_empty``), and the
-    ack gate holds back acknowledgements of events it has not seen processed in order, so a
-    stop was seen to hang for minutes. Past the bound the process exits: whatever was not
-    committed is read again by the next owner, and the guard makes that re-read harmless
-    (the same path as a ``kill -9``, which the restart tests cover).
+    faust's stop waits for every fetched event to be acknowledged (``wait_empty``); a stop
+    was seen to hang for minutes on an acknowledgement the ack gate held back (the gate no
+    longer lets faust wait for those). The bound stays as the safety net for any other wait:
+    past it the process exits, whatever was not committed is read again by the next owner,
+    and the guard makes that re-read harmless (the path of a ``kill -9``, which the restart
+    tests and the fault matrix cover).
     """
 
     def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
