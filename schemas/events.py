@@ -15,12 +15,13 @@ ignored for forward compatibility, and every failure maps to one dead-letter cod
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -32,9 +33,34 @@ from pydantic.alias_generators import to_camel
 
 MAX_DWELL_MS = 2_592_000_000  # 30 days
 MAX_CANDIDATES = 100
+MAX_CANDIDATE_COUNT = 2**31 - 1  # any larger and encode() failed beyond 64 bits (orjson)
+
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"
 
 # 1–128 characters, no control characters: ids become parts of state keys and log lines.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)]
+# No control characters either: the policy name is stored in PostgreSQL text columns, which
+# refuse NUL, so a NUL here would fail the whole batch's write, again after every restart.
+PolicyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_CHARACTERS)
+]
+
+
+def _representable_in_utc(moment: datetime) -> datetime:
+    """Refuse an instant whose millisecond UTC form has no datetime (year 0 or 10000).
+
+    ``0001-01-01T00:00:00+01:00`` is valid RFC 3339, but it is in year 0 in UTC; the worker
+    stores timestamps as UTC milliseconds and writes them back as datetimes, which would
+    raise while writing the batch.
+    """
+    try:
+        from_epoch_ms(to_epoch_ms(moment))
+    except OverflowError as exc:
+        raise ValueError("timestamp is outside years 1-9999 in UTC") from exc
+    return moment
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
 
 
 class Action(StrEnum):
@@ -79,7 +105,17 @@ class CandidateTip(_Model):
     task_age_days: float = Field(ge=0, allow_inf_nan=False)
 
 
+# The JSON Schema form of model_post_init's rule, so that producers validating against the
+# schema files do not send what the worker dead-letters.
+_SIM_NEEDS_RUN_ID: dict[str, Any] = {
+    "if": {"properties": {"source": {"const": "sim"}}, "required": ["source"]},
+    "then": {"properties": {"runId": {"type": "string"}}, "required": ["runId"]},
+}
+
+
 class _Event(_Model):
+    model_config = ConfigDict(json_schema_extra=_SIM_NEEDS_RUN_ID)
+
     schema_version: Literal[1]
     event_id: Id
     tip_id: Id
@@ -100,11 +136,11 @@ class TipShown(_Event):
     """A tip the policy served, with what is needed to learn from its feedback."""
 
     type: Literal["TipShown"]
-    served_at: AwareDatetime
-    policy: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    served_at: Timestamp
+    policy: PolicyName
     propensity: float = Field(gt=0, le=1, allow_inf_nan=False)
     features: TipFeatures
-    candidate_count: int | None = Field(default=None, ge=1)
+    candidate_count: int | None = Field(default=None, ge=1, le=MAX_CANDIDATE_COUNT)
     candidates: list[CandidateTip] | None = Field(default=None, max_length=MAX_CANDIDATES)
 
     @property
@@ -118,19 +154,30 @@ class TipFeedback(_Event):
     type: Literal["TipFeedback"]
     action: Action
     dwell_ms: int | None = Field(default=None, ge=0, le=MAX_DWELL_MS)
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
 
     @property
     def occurred_at_ms(self) -> int:
         return to_epoch_ms(self.occurred_at)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
 def to_epoch_ms(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)
+    """Milliseconds since the epoch, to the nearest (half up), in exact integer arithmetic.
+
+    Not ``round(moment.timestamp() * 1000)``: a float has only ~15 µs of resolution in year
+    5000, so that was off by a millisecond for instants far from now.
+    """
+    whole_ms, rest_us = divmod((moment - _EPOCH) // _ONE_US, 1000)
+    return whole_ms + (rest_us >= 500)
 
 
 def from_epoch_ms(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    """The UTC datetime of epoch milliseconds; OverflowError outside years 1-9999."""
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
 def rfc3339(epoch_ms: int) -> str:
