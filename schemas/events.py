@@ -198,6 +198,18 @@ class DecodeError:
         return f"DecodeError({self.code!r}, {self.detail!r})"
 
 
+# Every dead-letter code the decoder gives (the worker adds its own: see streams/worker/pipeline).
+DECODE_CODES = frozenset(
+    {
+        "invalid_json",
+        "schema_violation",
+        "unknown_action",
+        "dwell_out_of_range",
+        "payload_too_large",
+        "unsupported_schema_version",
+    }
+)
+
 # Field-specific codes; everything else in a validation failure is a schema_violation.
 _FIELD_CODES = {
     ("action", "enum"): "unknown_action",

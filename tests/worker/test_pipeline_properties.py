@@ -21,7 +21,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
+from schemas.events import DECODE_CODES, TipFeedback, TipShown, decode_feedback, decode_shown
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import Pipeline, RawEvent
 from streams.worker.state import UserRecord, user_key
@@ -39,18 +39,7 @@ from tests.worker.test_pipeline import SETTINGS, pipeline, raw
 
 __all__: list[str] = []
 
-KNOWN_CODES = frozenset(
-    {
-        "invalid_json",
-        "schema_violation",
-        "unknown_action",
-        "dwell_out_of_range",
-        "payload_too_large",
-        "unsupported_schema_version",
-        "key_mismatch",
-        "wrong_partition",
-    }
-)
+KNOWN_CODES = DECODE_CODES | {"key_mismatch", "wrong_partition"}  # the worker's own two
 TOPICS = {"TipShown": SETTINGS.topic_shown, "TipFeedback": SETTINGS.topic_feedback}
 VALIDATORS = {
     TOPICS[name]: jsonschema.Draft202012Validator(load_schema(name)) for name in EVENT_NAMES
