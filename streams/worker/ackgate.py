@@ -129,12 +129,23 @@ class AckGate:
         self._last.clear()
         self._holes.clear()
 
-    def install(self, consumer: Any) -> None:
-        """Wrap ``consumer.ack`` (called by faust for every message's final ack)."""
+    def install(self, consumer: Any, log_start: Mapping[Any, int] | None = None) -> None:
+        """Wrap ``consumer.ack`` (called by faust for every message's final ack).
+
+        A partition's run begins at its committed offset; one never committed begins at
+        the log's start, when ``log_start`` (kept up to date by the caller) knows it.
+        """
         original: Callable[[Any], bool] = consumer.ack
         # faust fills this from the broker when it seeks to the committed offsets.
         committed = consumer._committed_offset
-        self._start = lambda tp: committed.get(TP(*tp))
+        starts: Mapping[Any, int] = log_start if log_start is not None else {}
+
+        def start(tp: tuple[str, int]) -> int | None:
+            key = TP(*tp)
+            offset = committed.get(key)
+            return offset if offset is not None else starts.get(key)
+
+        self._start = start
 
         def ack(message: Any) -> bool:
             if self.allow(message):

@@ -189,7 +189,7 @@ class Worker:
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._reread: dict[TP, tuple[int, float]] = {}
         self._progress: dict[TP, tuple[int, float]] = {}
-        self._log_start: Mapping[TP, int] = {}  # where never-read partitions begin
+        self._log_start: dict[TP, int] = {}  # where never-committed partitions begin
         self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
@@ -210,7 +210,7 @@ class Worker:
 
         @app.agent(self.source, name="feedback-loop", concurrency=1)
         async def feedback_loop(stream: Any) -> None:
-            worker.ack_gate.install(app.consumer)
+            worker.ack_gate.install(app.consumer, worker._log_start)
             await worker.sink.start()
             log.info(
                 "feedback loop started: serving %s, shadows %s",
@@ -271,7 +271,8 @@ class Worker:
         unknown = [
             tp for tp in inputs if self.ack_gate.next_offset((tp.topic, tp.partition)) is None
         ]
-        self._log_start = await consumer.earliest_offsets(*unknown) if unknown else {}
+        if unknown:
+            self._log_start.update(await consumer.earliest_offsets(*unknown))
         self._publish_lag(ends)
         for tp in inputs:
             key = (tp.topic, tp.partition)
@@ -298,6 +299,22 @@ class Worker:
         for (topic, partition), lag in self.input_lag.items():
             self.metrics.input_lag.labels(topic, str(partition)).set(lag)
 
+    async def _learn_log_starts(self, batch: list[RawEvent]) -> None:
+        """Where each never-committed input partition of the batch begins, before its acks.
+
+        Without it the ack gate takes a partition's first message for the start of its run,
+        and faust was seen never to fetch the head of such a partition after a restart: a
+        re-delivered event then made the gate believe the partition was read to its end.
+        """
+        committed = cast("Any", self.app.consumer)._committed_offset  # filled by faust
+        unknown = {
+            tp
+            for r in batch
+            if (tp := TP(r.topic, r.partition)) not in self._log_start and committed.get(tp) is None
+        }
+        if unknown:
+            self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
+
     def _next_offset(self, tp: tuple[str, int]) -> int | None:
         """The next input offset to process: the ack gate's, else the log's start."""
         known = self.ack_gate.next_offset(tp)
@@ -315,6 +332,7 @@ class Worker:
         return next_offset if now - seen[1] >= STALL_S else None
 
     async def process_batch(self, batch: list[RawEvent]) -> None:
+        await self._learn_log_starts(batch)
         await self.pipeline.handle(batch)
         # Only now may faust commit these offsets (see streams/ackgate.py).
         self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in batch)

@@ -85,3 +85,18 @@ def test_a_held_back_message_is_not_waited_for() -> None:
     assert consumer.acked == []
     assert consumer.ack(fine) is True
     assert consumer.acked == [0]
+
+
+def test_a_never_committed_partition_begins_at_the_log_start() -> None:
+    """faust was seen never to fetch the head of a never-committed partition; a later event
+    (a re-delivery) must then open a hole at the log's start, not begin the run."""
+    consumer = _Consumer()
+    consumer._committed_offset = {}  # never committed
+    log_start = {TP("t", 0): 0}
+    gate = AckGate({"t"})
+    gate.install(consumer, log_start)
+    late = _Msg("t", 0, 5)
+    gate.mark_processed([("t", 0, 5)])
+    assert consumer.ack(late) is False
+    assert gate.holes() == {("t", 0): 0}
+    assert gate.next_offset(("t", 0)) == 0
