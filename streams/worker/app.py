@@ -293,7 +293,7 @@ class Worker:
         """Per assigned input partition, events behind the broker's end (unknown until the
         partition's start offset is): for /healthz and the lag gauge."""
         self.input_lag = input_lag(
-            {(tp.topic, tp.partition): end for tp, end in ends.items()}, self._next_offset
+            {(tp.topic, tp.partition): end for tp, end in ends.items()}, self.ack_gate.next_offset
         )
         self.metrics.input_lag.clear()
         for (topic, partition), lag in self.input_lag.items():
@@ -307,21 +307,17 @@ class Worker:
         re-delivered event then made the gate believe the partition was read to its end.
         """
         committed = cast("Any", self.app.consumer)._committed_offset  # filled by faust
-        unknown = {
+        # Once per partition of the batch, not per event: this runs on the hot path.
+        unknown = [
             tp
-            for r in batch
-            if (tp := TP(r.topic, r.partition)) not in self._log_start and committed.get(tp) is None
-        }
+            for tp in {TP(topic, p) for topic, p in {(r.topic, r.partition) for r in batch}}
+            if tp not in self._log_start and committed.get(tp) is None
+        ]
         if unknown:
             self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
 
-    def _next_offset(self, tp: tuple[str, int]) -> int | None:
-        """The next input offset to process: the ack gate's, else the log's start."""
-        known = self.ack_gate.next_offset(tp)
-        return known if known is not None else self._log_start.get(TP(*tp))
-
     def _stalled_at(self, tp: TP, highwater: int | None, now: float) -> int | None:
-        next_offset = self._next_offset((tp.topic, tp.partition))
+        next_offset = self.ack_gate.next_offset((tp.topic, tp.partition))
         if next_offset is None or highwater is None or next_offset >= highwater:
             self._progress.pop(tp, None)
             return None
