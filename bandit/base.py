@@ -4,9 +4,10 @@ Pure code: no Kafka, no database, no clock. Randomness comes in as a numpy ``Gen
 that callers decide between OS entropy (production) and a seed (simulation).
 
 State has two parts. ``UserState`` belongs to one user (one per user and policy, kept in the
-worker's changelogged table). ``SharedState`` is what a policy pools across users (a prior);
-the worker keeps one per partition and policy, and a policy that pools nothing returns None
-from ``new_shared``. Both are mutated in place by ``update`` in O(d²).
+worker's changelogged table). ``SharedState`` is what a policy pools across users (a prior,
+``bandit.pool``): the exact sum of each user's ``pool_contribution``, so it is derived from
+the users' states and never stored on its own; a policy that pools nothing returns None from
+``new_shared``. Both are mutated in place by ``update`` in O(d²).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def choice_rng(seed: int) -> np.random.Generator:
+    """The generator one seeded choice draws from: the worker's ``/score`` with a ``seed``
+    and the simulator's in-process policies build it the same way, so both explore alike."""
+    return np.random.default_rng(seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +105,8 @@ class Policy(ABC):
     @abstractmethod
     def decode_user(self, data: bytes) -> Any: ...
 
-    def encode_shared(self, shared: Any) -> bytes:
-        raise NotImplementedError(f"{self.name} pools nothing")
-
-    def decode_shared(self, data: bytes) -> Any:
-        raise NotImplementedError(f"{self.name} pools nothing")
+    def pool_contribution(self, user: Any) -> Any | None:
+        """What this user adds to the shared state (a ``bandit.pool.Contribution``), or None
+        when it adds nothing (no data yet, or a policy that pools nothing). The shared state
+        is the sum of these over users, which is how the worker rebuilds it."""
+        return None

@@ -1,10 +1,12 @@
 """``pooled-v1``: per-user ridge shrunk towards a ridge model pooled across users.
 
-The shared state is a ridge fit on every user's data (one per partition in the worker):
-θ_pool = A_pool⁻¹ b_pool. A user's model shrinks towards it instead of towards zero:
+The shared state is a ridge fit on every user's data, kept as the exact sum of each user's
+own statistics (``bandit.pool``): θ_pool = (λ_pool I + Σ_u G_u)⁻¹ Σ_u b_u. A user's model
+shrinks towards it instead of towards zero:
 θ_u = (λ_u I + A_u)⁻¹ (λ_u θ_pool + b_u), with (λ_u I + A_u)⁻¹ kept by Sherman–Morrison,
 so a new user starts at the pooled model and moves away as its own evidence comes in.
-An update touches both states (O(d²) each). Exploration is ε-greedy with a per-user
+An update touches both states (O(d²) each): the user's ridge, and the pool, where the user's
+old contribution is swapped for its new one. Exploration is ε-greedy with a per-user
 decaying ε_t = max(ε_min, c / sqrt(t + 1)), so propensities are exact.
 
 >>> from bandit.base import Moment, Task
@@ -28,9 +30,12 @@ from bandit.base import FloatArray, Moment, Task
 from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design
 from bandit.features import V2_DIM, features_v2
 from bandit.linear import Ridge
+from bandit.pool import ONE_TYPE, Contribution, Pool, PoolStats
+
+__all__ = ["PooledV1"]
 
 
-def _need(shared: Ridge | None) -> Ridge:
+def _need(shared: Pool | None) -> Pool:
     if shared is None:
         raise ValueError("pooled-v1 needs its shared state (new_shared)")
     return shared
@@ -69,37 +74,35 @@ class PooledV1(EpsilonGreedyScores):
     def new_user(self) -> Ridge:
         return Ridge.new(self.dim, self.lam_user)
 
-    def new_shared(self) -> Ridge:
-        return Ridge.new(self.dim, self.lam_pool)
+    def new_shared(self) -> PoolStats:
+        return PoolStats.new(1, self.dim)
+
+    def pool_contribution(self, user: Ridge) -> Contribution | None:
+        return Contribution.of(user, ONE_TYPE) if user.pulls else None
 
     def epsilon_for(self, user: Ridge) -> float:
         return decaying_epsilon(self.c, self.epsilon_min, user.pulls)
 
-    def theta(self, user: Ridge, shared: Ridge | None) -> FloatArray:
+    def theta(self, user: Ridge, shared: Pool | None) -> FloatArray:
         """The user's model: shrunk towards the pooled θ (needs the shared state)."""
-        return user.theta(prior=_need(shared).theta())
+        pooled = _need(shared).thetas(self.lam_pool, np.zeros((1, self.dim)))[0]
+        return user.theta(prior=pooled)
 
     def scores(
-        self, user: Ridge, shared: Ridge | None, moment: Moment, tasks: Sequence[Task]
+        self, user: Ridge, shared: Pool | None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
         return design(self.fmap, moment, tasks) @ self.theta(user, shared)
 
     def update(
-        self, user: Ridge, shared: Ridge | None, moment: Moment, task: Task, reward: float
+        self, user: Ridge, shared: Pool | None, moment: Moment, task: Task, reward: float
     ) -> None:
         pool = _need(shared)
-        x = self.fmap(moment, task)
-        user.update(x, reward)
-        pool.update(x, reward)
+        old = self.pool_contribution(user)
+        user.update(self.fmap(moment, task), reward)
+        pool.replace(old, self.pool_contribution(user))
 
     def encode_user(self, user: Ridge) -> bytes:
         return user.encode()
 
     def decode_user(self, data: bytes) -> Ridge:
-        return Ridge.decode(data, dim=self.dim)
-
-    def encode_shared(self, shared: Ridge) -> bytes:
-        return shared.encode()
-
-    def decode_shared(self, data: bytes) -> Ridge:
         return Ridge.decode(data, dim=self.dim)

@@ -10,8 +10,16 @@ and overdue coefficients, so the types can tell users apart from the start).
 - A user's type: the one whose θ_m explains the user's rewards best, i.e. the smallest
   Σ (r − θ_m·x)² over the user's own data (``Ridge.sse``, O(d²) from sufficient statistics);
   ties go to the first. The user's model is θ_u = (Λ_u + A_u)⁻¹ (Λ_u θ_type + b_u).
-- Learning: the user's ridge, and every type's ridge with weight = the user's posterior
-  probability of that type, softmax(−SSE_m / 2σ²) (soft online EM). O(M d²) per event.
+- Learning (soft EM, as derived state): before each reward, the user's posterior over the
+  types, softmax(−SSE_m / 2σ²), is computed from its earlier data against the types of
+  the *other* users; the user keeps the mean of these posteriors. Each type's statistics
+  are the sum over users of that mean (as k/256) × the user's own data statistics
+  (``bandit.pool``). So the pool is an exact function of the users' states: the same in
+  any order and across partitions, and rebuilt from the records after a restart, which
+  makes it exactly-once. (Weighting every reward by the posterior of its moment, as
+  before December 2026, needs per-user, per-type sums that are too big to store; moving a
+  user's whole data by its *latest* posterior instead cost 0.08 of gap_closed at cold
+  start, the mean posterior about 0.025, LEARNING.md.) O(M d²) per event.
 - Exploration: ε-greedy with ε_t = max(ε_min, c / sqrt(t + 1)) per user, as pooled-v1;
   the greedy choice is deterministic given the state, so propensities are exact.
 
@@ -46,11 +54,12 @@ favour of ``pooledmix-v3`` (see ``bandit.registry``).
 ...     pol.update(alice, shared, Moment(12, 2), tasks[1], -1.0)
 >>> pol.probabilities(alice, shared, Moment(12, 2), tasks).round(3).tolist()
 [0.986, 0.014]
->>> pol.decode_shared(pol.encode_shared(shared))[2].pulls == shared[2].pulls
-True
+>>> again = pol.decode_user(pol.encode_user(alice))
+>>> again.weights.tolist() == alice.weights.tolist(), int(alice.weights.sum())
+(True, 256)
 >>> pol = PooledMix("pooledmix-v3")
 >>> shared, bob = pol.new_shared(), pol.new_user()
->>> bob.lam.tolist()
+>>> bob.ridge.lam.tolist()
 [30.0, 3.0, 25.0, 20.0, 20.0]
 >>> pol.probabilities(bob, shared, Moment(12, 2), tasks).round(3).tolist()  # type 0
 [0.05, 0.95]
@@ -59,8 +68,8 @@ True
 ...     pol.update(bob, shared, Moment(12, 2), tasks[1], -0.8)
 >>> pol.probabilities(bob, shared, Moment(12, 2), tasks).round(3).tolist()
 [0.981, 0.019]
->>> len(pol.decode_shared(pol.encode_shared(shared)))
-15
+>>> shared.types, shared.users
+(15, 1)
 """
 
 from __future__ import annotations
@@ -73,16 +82,26 @@ import numpy as np
 from bandit.base import FloatArray, Moment, Task
 from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design, first_argmax
 from bandit.features import V2_DIM, features_v2, features_v3
-from bandit.linear import Ridge, RidgeStack
+from bandit.linear import Ridge
+from bandit.pool import (
+    Contribution,
+    IntArray,
+    Pool,
+    PoolStats,
+    quantize_weights,
+)
 
 __all__ = [
     "PRESETS",
     "V3_USER_LAMBDA",
+    "MixUser",
     "PooledMix",
     "PooledMixPreset",
     "centred_grid",
     "default_prototypes",
 ]
+
+_RIDGE_BYTES = len(Ridge.new(V2_DIM).encode())
 
 # Prior precision per features_v3 column (pooledmix-v3): level, priority, overdue, morning,
 # evening.
@@ -104,6 +123,19 @@ def centred_grid() -> FloatArray:
         [-0.65, p, o, 0.0, 0.0] for p in (0.5, 0.25, 0.0, -0.25, -0.5) for o in (0.15, 0.0, -0.15)
     ]
     return np.array(rows, dtype=np.float64)
+
+
+@dataclass(slots=True)
+class MixUser:
+    """A user of the mixture: its own ridge, and its mean posterior over the types, whose
+    quantized form (k/256) weighs what the user contributes to the types' statistics."""
+
+    ridge: Ridge
+    posterior: FloatArray  # the mean of its posteriors over the types, one per reward
+
+    @property
+    def weights(self) -> IntArray:
+        return quantize_weights(self.posterior)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,20 +207,27 @@ class PooledMix(EpsilonGreedyScores):
         self.c = c
         self.epsilon_min = epsilon_min
 
-    def _need(self, shared: RidgeStack | None) -> RidgeStack:
+    def _need(self, shared: Pool | None) -> Pool:
         if shared is None:
             raise ValueError(f"{self.name} needs its shared state (new_shared)")
         return shared
 
-    def new_user(self) -> Ridge:
-        return Ridge.new(V2_DIM, self.lam_user)
+    def new_user(self) -> MixUser:
+        return MixUser(Ridge.new(V2_DIM, self.lam_user), self._uniform())
 
-    def new_shared(self) -> RidgeStack:
-        return RidgeStack.new(len(self.prototypes), V2_DIM, self.lam_pool)
+    def _uniform(self) -> FloatArray:
+        m = len(self.prototypes)
+        return np.full(m, 1.0 / m, dtype=np.float64)
 
-    def type_thetas(self, shared: RidgeStack | None) -> FloatArray:
+    def new_shared(self) -> PoolStats:
+        return PoolStats.new(len(self.prototypes), V2_DIM)
+
+    def pool_contribution(self, user: MixUser) -> Contribution | None:
+        return Contribution.of(user.ridge, user.weights) if user.ridge.pulls else None
+
+    def type_thetas(self, shared: Pool | None) -> FloatArray:
         """M × d: each type's ridge solution shrunk towards its prior mean."""
-        return self._need(shared).thetas(self.prototypes)
+        return self._need(shared).thetas(self.lam_pool, self.prototypes)
 
     def type_posterior(self, user: Ridge, thetas: FloatArray) -> FloatArray:
         """softmax(−SSE_m / 2σ²) over the types, from the user's own data."""
@@ -196,36 +235,49 @@ class PooledMix(EpsilonGreedyScores):
         w = np.exp(ll - ll.max())
         return np.asarray(w / w.sum(), dtype=np.float64)
 
-    def theta(self, user: Ridge, shared: RidgeStack | None) -> FloatArray:
+    def theta(self, user: MixUser, shared: Pool | None) -> FloatArray:
         thetas = self.type_thetas(shared)
-        best = first_argmax(self.type_posterior(user, thetas))
-        return user.theta(prior=thetas[best])
+        best = first_argmax(self.type_posterior(user.ridge, thetas))
+        return user.ridge.theta(prior=thetas[best])
 
-    def epsilon_for(self, user: Ridge) -> float:
-        return decaying_epsilon(self.c, self.epsilon_min, user.pulls)
+    def epsilon_for(self, user: MixUser) -> float:
+        return decaying_epsilon(self.c, self.epsilon_min, user.ridge.pulls)
 
     def scores(
-        self, user: Ridge, shared: RidgeStack | None, moment: Moment, tasks: Sequence[Task]
+        self, user: MixUser, shared: Pool | None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
         return design(self.fmap, moment, tasks) @ self.theta(user, shared)
 
     def update(
-        self, user: Ridge, shared: RidgeStack | None, moment: Moment, task: Task, reward: float
+        self, user: MixUser, shared: Pool | None, moment: Moment, task: Task, reward: float
     ) -> None:
-        types = self._need(shared)
-        x = self.fmap(moment, task)
-        weights = self.type_posterior(user, self.type_thetas(types))
-        types.update(x, reward, np.where(weights > 1e-9, weights, 0.0))
-        user.update(x, reward)
+        """Learn the user's ridge and move its data between the types: its contribution is
+        weighted by the mean of its posteriors, each computed before a reward from the
+        user's earlier data against the other users' types (soft EM, exactly-once because
+        the pool is a function of the users' states)."""
+        pool = self._need(shared)
+        pool.replace(self.pool_contribution(user), None)  # the others' types, without me
+        post = self.type_posterior(user.ridge, self.type_thetas(pool))
+        n = user.ridge.pulls
+        user.ridge.update(self.fmap(moment, task), reward)
+        user.posterior = (user.posterior * n + post) / (n + 1)
+        pool.replace(None, self.pool_contribution(user))
 
-    def encode_user(self, user: Ridge) -> bytes:
-        return user.encode()
+    def encode_user(self, user: MixUser) -> bytes:
+        return user.ridge.encode() + user.posterior.astype("<f8").tobytes()
 
-    def decode_user(self, data: bytes) -> Ridge:
-        return Ridge.decode(data, dim=V2_DIM)
-
-    def encode_shared(self, shared: RidgeStack) -> bytes:
-        return shared.encode()
-
-    def decode_shared(self, data: bytes) -> RidgeStack:
-        return RidgeStack.decode(data, m=len(self.prototypes), dim=V2_DIM)
+    def decode_user(self, data: bytes) -> MixUser:
+        """The ridge, then the M little-endian float64 of the mean posterior. A record
+        written before the posterior was stored (the ridge alone) gets a uniform one: a
+        deterministic choice, so a pool rebuilt from such records always has the same bits."""
+        m = len(self.prototypes)
+        if len(data) == _RIDGE_BYTES:
+            return MixUser(Ridge.decode(data, dim=V2_DIM), self._uniform())
+        if len(data) != _RIDGE_BYTES + 8 * m:
+            raise ValueError(f"{self.name} user state of {len(data)} bytes")
+        posterior = np.frombuffer(data, dtype="<f8", offset=_RIDGE_BYTES).astype(np.float64)
+        if not (np.all(np.isfinite(posterior)) and np.all(posterior >= 0.0)):
+            raise ValueError(f"{self.name} user state has a posterior that is not a distribution")
+        if abs(float(posterior.sum()) - 1.0) > 1e-6:
+            raise ValueError(f"{self.name} user state has a posterior that is not a distribution")
+        return MixUser(Ridge.decode(data[:_RIDGE_BYTES], dim=V2_DIM), posterior)

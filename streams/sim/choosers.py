@@ -17,15 +17,22 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bandit.base import Choice, Moment, Policy, Task
-from bandit.registry import ORACLE_NAME, make_oracle
+from bandit.base import Choice, Moment, Policy, Task, choice_rng
+from bandit.registry import KNOWN_TYPES_NAME, ORACLE_NAME, make_known_types, make_oracle
 from bandit.registry import make_policy as registry_make_policy
 from judges.personas import Persona
 from judges.rule import expected_reward
 from streams.settings import Settings
 from streams.sim.config import SimFailedError, SimUsageError, SimUser, Via
 
-__all__ = ["Chooser", "InProcessChooser", "Picked", "WorkerChooser", "make_policy"]
+__all__ = [
+    "Chooser",
+    "InProcessChooser",
+    "Picked",
+    "WorkerChooser",
+    "make_policy",
+    "score_seed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,13 @@ def make_policy(name: str, epsilon: float) -> Policy:
         raise SimUsageError(str(err).strip("\"'")) from None
 
 
+def score_seed(rng: np.random.Generator) -> int:
+    """The seed of one choice, drawn from the round's policy draws: the worker is sent it
+    (``/score`` ``seed``), and the in-process policy draws from ``choice_rng`` of it, so that
+    both ways explore with the very same numbers."""
+    return int(rng.integers(0, 2**31 - 1))
+
+
 def _bind_expected(
     persona: Persona, expected: Callable[[Persona, Moment, Task], float]
 ) -> Callable[[Moment, Task], float]:
@@ -70,6 +84,11 @@ class InProcessChooser:
                     _bind_expected(persona, expected_reward)
                 )
             self._default: Policy = next(iter(self._per_persona.values()))
+        elif policy_name == KNOWN_TYPES_NAME:
+            # The ceiling knows every persona's expected rewards, not the user's persona.
+            self._default = make_known_types(
+                [_bind_expected(persona, expected_reward) for persona in personas]
+            )
         else:
             self._default = make_policy(policy_name, epsilon)
         self.shared = self._default.new_shared()
@@ -95,7 +114,8 @@ class InProcessChooser:
             if with_probabilities
             else None
         )
-        choice: Choice = policy.choose(user.state, self.shared, moment, tasks, rng)
+        choice_draws = choice_rng(score_seed(rng))
+        choice: Choice = policy.choose(user.state, self.shared, moment, tasks, choice_draws)
         return Picked(
             index=choice.index,
             propensity=float(choice.propensity),
@@ -140,7 +160,11 @@ class WorkerChooser:
         moment: Moment,
         tasks: Sequence[Task],
         rng: np.random.Generator,
+        *,
+        run_learned: int = 0,
     ) -> Picked:
+        """The worker's choice once it has learned from the user's ``user.learned`` rewards
+        and the run's ``run_learned``."""
         body = {
             "user_id": user.user_id,
             "candidates": [
@@ -156,8 +180,9 @@ class WorkerChooser:
             ],
             "context": {"hour_of_day": moment.hour_of_day, "day_of_week": moment.day_of_week},
             "run_id": self.run_id,
-            "seed": int(rng.integers(0, 2**31 - 1)),
+            "seed": score_seed(rng),
             "min_updates": user.learned,
+            "min_run_updates": run_learned,
         }
         answer = await self._score(user, body)
         if answer.get("policy") != self.name:

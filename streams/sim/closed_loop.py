@@ -8,11 +8,17 @@ record the judgment in ``sim_events``.
 
 Determinism (common random numbers): the World fixes users, moments, candidates, the
 policy's draws (``policy_rng``) and the judge's draws (``judge_rng``, keyed by the chosen
-tip). In-process policies play round by round in lockstep: every user chooses from the state
-left by the previous round, then the updates are applied in user order, so even a policy that
-pools state across users gives the same choices on every run. Through the worker each user's
-rounds run in order and ``min_updates`` makes the worker wait until it has learned from that
-user's earlier feedback, so the loop is deterministic there too.
+tip).
+
+One schedule for both ways of choosing, so that through the worker and in-process are the
+same computation: rounds in order; in each round the users go in blocks of
+``--concurrency``. A block's users all choose from the state left by the blocks before it,
+then are judged and published together, then learned from (in-process: in user order).
+Through the worker, each score asks it to wait until it has learned from every feedback the
+run has published so far (``min_run_updates``) and from the user's own (``min_updates``).
+With ``--concurrency 1`` every choice sees every earlier reward, and both ways give the same
+choices, rewards and final state, byte for byte; with larger blocks only the order of the
+updates inside a block differs (the worker applies them by partition).
 """
 
 from __future__ import annotations
@@ -47,20 +53,13 @@ async def play_round(
     chooser: Chooser,
     user: SimUser,
     round_: int,
-    *,
-    picked: Picked | None = None,
+    picked: Picked,
 ) -> tuple[Moment, Task, Judgment]:
-    """One round of one user: choose (unless given), judge, publish, record."""
+    """One round of one user, its choice made: judge, publish, record."""
     world = ctx.world
     persona = user.persona
     moment = world.moment(persona, user.index, round_)
     tasks = world.candidates(persona, user.index, round_)
-    if picked is None:
-        rng = world.policy_rng(persona, user.index, round_)
-        if isinstance(chooser, WorkerChooser):
-            picked = await chooser.choose(user, moment, tasks, rng)
-        else:
-            picked = chooser.choose(user, moment, tasks, rng)
     task = tasks[picked.index]
     served_at = now_ms()
     judgment = await ctx.judge.judge(
@@ -72,52 +71,38 @@ async def play_round(
     return moment, task, judgment
 
 
-async def _inprocess_lockstep(ctx: RunContext, chooser: InProcessChooser) -> None:
-    """Round by round: all users choose from last round's state, then learn in user order."""
+async def _play(ctx: RunContext, chooser: Chooser) -> None:
+    """Every round, in blocks of ``concurrency`` users: choose, judge and publish, learn."""
     users = ctx.new_users()
     for user in users:
         user.state = chooser.new_user_state(user.persona)
-    limit = asyncio.Semaphore(ctx.config.concurrency)
-
-    async def judged(user: SimUser, round_: int, picked: Picked) -> tuple[Moment, Task, Judgment]:
-        async with limit:
-            return await play_round(ctx, chooser, user, round_, picked=picked)
-
+    size = max(1, ctx.config.concurrency)
+    run_learned = 0  # rewards of the run published and learned from so far
     for round_ in range(ctx.config.rounds):
-        picks = []
-        for user in users:
-            moment = ctx.world.moment(user.persona, user.index, round_)
-            tasks = ctx.world.candidates(user.persona, user.index, round_)
-            rng = ctx.world.policy_rng(user.persona, user.index, round_)
-            picks.append(chooser.choose(user, moment, tasks, rng))
-        results = await asyncio.gather(
-            *(judged(u, round_, p) for u, p in zip(users, picks, strict=True))
-        )
-        for user, (moment, task, judgment) in zip(users, results, strict=True):
-            if judgment.reward is not None:
-                chooser.learn(user, moment, task, judgment.reward)
-                user.learned += 1
-
-
-async def _worker_per_user(ctx: RunContext, chooser: WorkerChooser) -> None:
-    """Each user's rounds in order (the worker learns between them); users concurrently."""
-    users = ctx.new_users()
-    limit = asyncio.Semaphore(ctx.config.concurrency)
-
-    async def one_user(user: SimUser) -> None:
-        async with limit:
-            for round_ in range(ctx.config.rounds):
-                _, _, judgment = await play_round(ctx, chooser, user, round_)
+        for start in range(0, len(users), size):
+            block = users[start : start + size]
+            picks = await asyncio.gather(
+                *(_pick(ctx, chooser, user, round_, run_learned) for user in block)
+            )
+            results = await asyncio.gather(
+                *(play_round(ctx, chooser, u, round_, p) for u, p in zip(block, picks, strict=True))
+            )
+            for user, (moment, task, judgment) in zip(block, results, strict=True):
                 if judgment.reward is not None:
+                    chooser.learn(user, moment, task, judgment.reward)
                     user.learned += 1
+                    run_learned += 1
 
-    tasks = [asyncio.create_task(one_user(u)) for u in users]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+
+async def _pick(
+    ctx: RunContext, chooser: Chooser, user: SimUser, round_: int, run_learned: int
+) -> Picked:
+    moment = ctx.world.moment(user.persona, user.index, round_)
+    tasks = ctx.world.candidates(user.persona, user.index, round_)
+    rng = ctx.world.policy_rng(user.persona, user.index, round_)
+    if isinstance(chooser, WorkerChooser):
+        return await chooser.choose(user, moment, tasks, rng, run_learned=run_learned)
+    return chooser.choose(user, moment, tasks, rng)
 
 
 async def run_closed_loop(
@@ -162,10 +147,9 @@ async def run_closed_loop(
                 if http is None:
                     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
                     stack.push_async_callback(http.close)
-                worker = WorkerChooser(settings, config.policy, the_run_id, http)
-                await _worker_per_user(ctx, worker)
+                await _play(ctx, WorkerChooser(settings, config.policy, the_run_id, http))
             else:
-                await _inprocess_lockstep(ctx, chooser)
+                await _play(ctx, chooser)
             await ctx.publisher.drain()
             if ctx.store is not None:
                 await ctx.store.flush()  # inside the guard: a failed write fails the run

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bandit.policies.baselines import RandomPolicy
-from bandit.registry import DEFAULT_POLICY, ORACLE_NAME
+from bandit.registry import DEFAULT_POLICY, KNOWN_TYPES_NAME, ORACLE_NAME
 from judges.personas import Persona, PersonaFileError, load_personas
 from judges.registry import DEFAULT_JUDGE, UnknownJudgeError, judge_class
 from judges.world import World
@@ -33,7 +33,9 @@ __all__ = [
 Via = Literal["worker", "inprocess"]
 
 # Policies the worker's /score/egreedy never serves: they play in this process only.
-IN_PROCESS_ONLY = frozenset({RandomPolicy.name, ORACLE_NAME})
+IN_PROCESS_ONLY = frozenset({RandomPolicy.name, ORACLE_NAME, KNOWN_TYPES_NAME})
+# References that are told the rule judge's expected rewards (the user's, or every type's).
+KNOWS_THE_JUDGE = frozenset({ORACLE_NAME, KNOWN_TYPES_NAME})
 
 
 class SimUsageError(ValueError):
@@ -76,8 +78,10 @@ class SimConfig:
             raise SimUsageError("--concurrency must be at least 1")
         if not 0.0 <= self.epsilon <= 1.0:
             raise SimUsageError("--epsilon must be in [0, 1]")
-        if self.policy == ORACLE_NAME and not judge.knows_expectations:
-            raise SimUsageError("the oracle policy knows the rule judge only: use --judge rule")
+        if self.policy in KNOWS_THE_JUDGE and not judge.knows_expectations:
+            raise SimUsageError(
+                f"the {self.policy} policy knows the rule judge only: use --judge rule"
+            )
         if self.via == "worker" and self.policy in IN_PROCESS_ONLY:
             raise SimUsageError(f"the worker does not serve {self.policy!r}: use --via inprocess")
         if self.via == "worker" and judge.two_phase:

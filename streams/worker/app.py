@@ -24,7 +24,7 @@ from faust.types import TP, TopicT
 from faust.web import Request
 from mode.types.signals import BaseSignalT
 
-from bandit.base import Moment, Policy, Task
+from bandit.base import Moment, Policy, Task, choice_rng
 from bandit.registry import make_policy
 from streams.settings import Settings
 from streams.worker.ackgate import AckGate, input_lag
@@ -36,8 +36,6 @@ from streams.worker.sink import FeedbackSink
 from streams.worker.state import (
     UserRecord,
     key_partition,
-    shared_key,
-    shared_state,
     user_key,
     user_state,
 )
@@ -339,6 +337,9 @@ class Worker:
         assignment = self.app.assignor.assigned_actives()
         return {tp.partition for tp in assignment if tp.topic == self.settings.topic_feedback}
 
+    def owns_every_partition(self) -> bool:
+        return len(self.active_partitions()) == self.settings.partitions
+
     def is_ready(self) -> bool:
         recovery = cast("TableManager", self.app.tables).recovery
         return (
@@ -380,16 +381,14 @@ class Worker:
         state = user_state(policy, record.policy_blobs.get(policy.name) if record else None)
         shared = None
         if policy.new_shared() is not None:
-            partition = key_partition(key, self.settings.partitions)
-            shared = shared_state(
-                policy, self.table.get(shared_key(policy.name, request.run_id, partition))
-            )
+            self.pipeline.ensure_indexed(self.active_partitions())
+            shared = self.pipeline.pools.total(policy, request.run_id)
         moment = Moment(request.context.hour_of_day, request.context.day_of_week)
         tasks = [
             Task(c.tip_id, c.features.priority, c.features.is_overdue, c.features.task_age_days)
             for c in request.candidates
         ]
-        rng = np.random.default_rng(request.seed) if request.seed is not None else self._rng
+        rng = choice_rng(request.seed) if request.seed is not None else self._rng
         choice = policy.choose(state, shared, moment, tasks, rng)
         return {
             "tip_id": tasks[choice.index].tip_id,
@@ -397,6 +396,7 @@ class Worker:
             "policy": policy.name,
             "propensity": choice.propensity,
             "explored": choice.explored,
+            "run_barrier": request.min_run_updates is not None and self.owns_every_partition(),
         }
 
     def policy_named(self, name: str | None) -> Policy:
@@ -408,11 +408,22 @@ class Worker:
         known = ", ".join(p.name for p in self.policies)
         raise ValueError(f"policy {name!r} is not served or shadowed here (have: {known})")
 
-    async def wait_for_updates(self, key: str, min_updates: int) -> bool:
+    async def wait_for_updates(
+        self, key: str, min_updates: int, run_id: str | None = None, min_run_updates: int = 0
+    ) -> bool:
+        """Wait until the user has learned from ``min_updates`` feedbacks and, for a run,
+        the run from ``min_run_updates`` (read-your-writes for the simulator); False after
+        ``MIN_UPDATES_TIMEOUT_S``. The run's count is only known to a worker that owns every
+        partition; others wait for the user alone (``run_barrier`` false in the answer)."""
         deadline = asyncio.get_running_loop().time() + MIN_UPDATES_TIMEOUT_S
         while True:
             record = self.record(key)
-            if record is not None and record.pulls >= min_updates:
+            user_ok = not min_updates or (record is not None and record.pulls >= min_updates)
+            run_ok = not (run_id and min_run_updates and self.owns_every_partition())
+            if not run_ok and user_ok:
+                self.pipeline.ensure_indexed(self.active_partitions())
+                run_ok = self.pipeline.pools.applied(run_id or "") >= min_run_updates
+            if user_ok and run_ok:
                 return True
             if asyncio.get_running_loop().time() > deadline:
                 return False

@@ -8,6 +8,7 @@ A request for a user whose partition another worker owns is forwarded to that wo
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -56,6 +57,9 @@ class ScoreRequest(BaseModel):
     )
     seed: int | None = None
     min_updates: int | None = Field(default=None, ge=0)
+    # The run's feedbacks learned from, over all its users: the simulator's barrier (needs
+    # run_id; counts the partitions of the worker that answers).
+    min_run_updates: int | None = Field(default=None, ge=0)
     policy: str | None = None
 
 
@@ -92,11 +96,16 @@ class _ScoreView(_WorkerView):
             metrics.score_requests.labels("forwarded").inc()
             return await self.forwarded(request, owner, body)
         key = user_key(score_request.user_id, score_request.run_id)
-        if score_request.min_updates and not await self.worker.wait_for_updates(
-            key, score_request.min_updates
+        wanted, run_wanted = score_request.min_updates or 0, score_request.min_run_updates or 0
+        if (wanted or run_wanted) and not await self.worker.wait_for_updates(
+            key, wanted, score_request.run_id, run_wanted
         ):
             metrics.score_requests.labels("timeout").inc()
-            return self.fail(504, f"user state did not reach {score_request.min_updates} updates")
+            return self.fail(
+                504,
+                f"state did not reach {wanted} updates of the user"
+                + (f" and {run_wanted} of run {score_request.run_id}" if run_wanted else ""),
+            )
         try:
             answer = self.worker.score(score_request)
         except ValueError as exc:
@@ -117,12 +126,14 @@ class _StatsView(_WorkerView):
             return self.fail(404, f"no state for user {user_id!r}")
         pulls = record.pulls
         cumulative = record.reward_milli_sum / 1000
+        blob = record.policy_blobs.get(self.worker.serving.name)
         return self.reply(
             {
                 "pulls": pulls,
                 "cumulative_reward": cumulative,
                 "estimated_mean": cumulative / pulls if pulls else None,
                 "last_updated": rfc3339(record.last_updated_ms) if record.last_updated_ms else None,
+                "state_sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
             }
         )
 

@@ -20,7 +20,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,14 +30,14 @@ from streams.settings import Settings
 from streams.worker.joiner import FeedbackRow, Joiner
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
+from streams.worker.pools import Pools
 from streams.worker.state import (
     SIM_SEPARATOR,
     UserRecord,
-    is_shared_key,
+    is_legacy_shared_key,
     key_partition,
-    shared_key,
-    shared_state,
     user_key,
+    user_state,
 )
 
 __all__ = ["DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
@@ -117,7 +117,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.policies = list(policies)
-        self.pooled = [p for p in self.policies if p.new_shared() is not None]
+        self.pools = Pools(self.policies)
         self.store = store
         self.rows = rows
         self.dead_letters = dead_letters
@@ -131,7 +131,7 @@ class Pipeline:
         self._wall_clock_ms = wall_clock_ms
         self._stream_time_ms: dict[int, int] = {}
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
-        self._indexed: set[int] = set()
+        self._indexed: set[int] = set()  # partitions whose index and pools are built
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
         self._hot: OrderedDict[str, _Hot] = OrderedDict()
         self._hot_max = hot_records
@@ -143,17 +143,32 @@ class Pipeline:
         self._hot.clear()  # also guarded by identity in _load; clearing frees the memory
         for partition in list(self._indexed):
             if partition not in active:
-                self._indexed.discard(partition)
-                self._deadlines.pop(partition, None)
-                self._waiting.pop(partition, None)
+                self._forget_partition(partition)
         self._publish_waiting()
 
+    def ensure_indexed(self, partitions: set[int]) -> None:
+        """Build what is not built yet for these owned partitions (before serving a pooled
+        prior: it sums every owned partition, also those no event has reached yet)."""
+        for partition in partitions - self._indexed:
+            self._index_partition(partition)
+
+    def _forget_partition(self, partition: int) -> None:
+        self._indexed.discard(partition)
+        self._deadlines.pop(partition, None)
+        self._waiting.pop(partition, None)
+        self.pools.drop_partition(partition)
+
     def _index_partition(self, partition: int) -> None:
-        """Rebuild the expiry index and waiting counts of a newly owned partition."""
+        """Rebuild the expiry index, waiting counts and pooled priors of a newly owned
+        partition from its records (the pools are derived state: ``streams.worker.pools``)."""
+        self._forget_partition(partition)
         heap: list[tuple[int, str]] = []
         shows = feedback = 0
         for key, blob in list(self.store.items()):
-            if is_shared_key(key) or key_partition(key, self.settings.partitions) != partition:
+            if key_partition(key, self.settings.partitions) != partition:
+                continue
+            if is_legacy_shared_key(key):
+                del self.store[key]  # a pooled prior stored by an earlier version
                 continue
             record = UserRecord.decode(blob)
             deadline = record.next_deadline_ms()
@@ -161,6 +176,14 @@ class Pipeline:
                 heap.append((deadline, key))
             shows += len(record.pending_shows)
             feedback += sum(len(w) for w in record.pending_feedback.values())
+            _, _, run_id = key.partition(SIM_SEPARATOR)
+            if run_id:
+                self.pools.count_applied(run_id, partition, record.pulls)
+            blobs = record.policy_blobs
+            states = {
+                p.name: user_state(p, blobs[p.name]) for p in self.pools.pooled if p.name in blobs
+            }
+            self.pools.add_user(run_id or None, partition, states)
         heapq.heapify(heap)
         self._deadlines[partition] = heap
         self._waiting[partition] = (shows, feedback)
@@ -200,19 +223,20 @@ class Pipeline:
             group.raws.append(raw)
         self._add_due_expiries(groups)
 
-        shared = self._load_shared(groups.values())
         records: dict[str, tuple[UserRecord, dict[str, Any]]] = {}
         rows: list[FeedbackRow] = []
+        broken: set[int] = set()
         for done, (key, group) in enumerate(groups.items(), 1):
             if not done % YIELD_EVERY_USERS:
                 # Let the consumer's heartbeat and the web server run during a long batch:
                 # a lone worker busy with one batch must never be taken for dead.
                 await asyncio.sleep(0)
             try:
-                changed, user_rows = self._process_group(key, group, shared)
+                changed, user_rows = self._process_group(key, group)
             except Exception as exc:  # a bug must not stop the stream or lose the events
                 log.exception("processing user %r failed; dead-lettering its events", key)
                 self._hot.pop(key, None)  # its cached record may be half-updated
+                broken.add(group.partition)  # and so may its share of the pools
                 letters += [DeadLetter(raw, "internal_error", repr(exc)) for raw in group.raws]
                 continue
             if changed is not None:
@@ -229,9 +253,8 @@ class Pipeline:
             if deadline is not None:
                 partition = groups[key].partition
                 heapq.heappush(self._deadlines.setdefault(partition, []), (deadline, key))
-        for (policy_name, run_id, partition), state in shared.items():
-            policy = next(p for p in self.pooled if p.name == policy_name)
-            self.store[shared_key(policy_name, run_id, partition)] = policy.encode_shared(state)
+        for partition in broken:
+            self._indexed.discard(partition)  # rebuilt from the stored records next time
         for letter in letters:
             self.metrics.deadlettered.labels(letter.code).inc()
             await self.dead_letters.send(letter)
@@ -273,15 +296,6 @@ class Pipeline:
                 user_id, _, run_id = key.partition(SIM_SEPARATOR)
                 groups[key] = _Group(user_id, run_id or None, partition, [], [])
 
-    def _load_shared(self, groups: Iterable[_Group]) -> dict[tuple[str, str | None, int], Any]:
-        shared: dict[tuple[str, str | None, int], Any] = {}
-        for group in groups:
-            for policy in self.pooled:
-                slot = (policy.name, group.run_id, group.partition)
-                if slot not in shared:
-                    shared[slot] = shared_state(policy, self.store.get(shared_key(*slot)))
-        return shared
-
     def _load(self, key: str) -> tuple[UserRecord, dict[str, Any]]:
         blob = self.store.get(key)
         hot = self._hot.get(key)
@@ -299,19 +313,21 @@ class Pipeline:
             self._hot.popitem(last=False)
 
     def _process_group(
-        self, key: str, group: _Group, shared: Mapping[tuple[str, str | None, int], Any]
+        self, key: str, group: _Group
     ) -> tuple[tuple[UserRecord, dict[str, Any]] | None, list[FeedbackRow]]:
         record, models = self._load(key)
         before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
-        user_shared = {p.name: shared[(p.name, group.run_id, group.partition)] for p in self.pooled}
+        pulls = record.pulls
         result = self.joiner.process(
             record,
             group.user_id,
             group.events,
             self._stream_time_ms.get(group.partition, 0),
-            user_shared,
+            self.pools.views(group.run_id, group.partition),
             decoded_models=models,
         )
+        if group.run_id is not None and record.pulls != pulls:
+            self.pools.count_applied(group.run_id, group.partition, record.pulls - pulls)
         source = "sim" if group.run_id is not None else "prod"
         for outcome in result.outcomes:
             self.metrics.events.labels(source, outcome).inc()

@@ -5,8 +5,9 @@ one changelog write updates the model and the idempotence guard together: a repl
 a crash finds the guard and never applies a feedback twice.
 
 Keys: a production user's key is its ``userId``; a simulated user's is
-``userId \\x1f runId`` (ids never hold control characters, the schema forbids them); a
-policy's pooled state is ``\\x1e policy \\x1f runId-or-empty \\x1f partition``.
+``userId \\x1f runId`` (ids never hold control characters, the schema forbids them). Pooled
+priors are not stored: they are rebuilt from these records (``streams.worker.pools``). Keys
+that start with ``\\x1e`` held them in earlier versions; the worker deletes them.
 
 >>> record = UserRecord()
 >>> show = PendingShow("e1", 1000, "egreedy-v1", 0.9, 9, 0, 2, True, 3.0, 5000)
@@ -29,22 +30,20 @@ from bandit.base import Policy
 from streams.worker.partitioning import partition_for
 
 __all__ = [
-    "SHARED_PREFIX",
+    "LEGACY_SHARED_PREFIX",
     "SIM_SEPARATOR",
     "PendingFeedback",
     "PendingShow",
     "Settled",
     "UserRecord",
-    "is_shared_key",
+    "is_legacy_shared_key",
     "key_partition",
-    "shared_key",
-    "shared_state",
     "user_key",
     "user_state",
 ]
 
 SIM_SEPARATOR = "\x1f"
-SHARED_PREFIX = "\x1e"
+LEGACY_SHARED_PREFIX = "\x1e"  # pooled priors were stored under such keys before 2026-12
 _FORMAT = 2  # 2: guards stamped with stream time, and the per-user guard floor
 _LEGACY_FORMATS = frozenset({1})  # 1: guards stamped with payload times (restamped on read)
 _HEADER = struct.Struct("<BI")  # format version, JSON length
@@ -55,29 +54,20 @@ def user_key(user_id: str, run_id: str | None) -> str:
     return user_id if run_id is None else f"{user_id}{SIM_SEPARATOR}{run_id}"
 
 
-def shared_key(policy: str, run_id: str | None, partition: int) -> str:
-    return f"{SHARED_PREFIX}{policy}{SIM_SEPARATOR}{run_id or ''}{SIM_SEPARATOR}{partition}"
-
-
 def key_partition(key: str, partitions: int) -> int:
     """The changelog partition of a state key: the input partition of its user."""
-    if key.startswith(SHARED_PREFIX):
+    if key.startswith(LEGACY_SHARED_PREFIX):
         return int(key.rsplit(SIM_SEPARATOR, 1)[1])
     return partition_for(key.split(SIM_SEPARATOR, 1)[0], partitions)
 
 
-def is_shared_key(key: str) -> bool:
-    return key.startswith(SHARED_PREFIX)
+def is_legacy_shared_key(key: str) -> bool:
+    return key.startswith(LEGACY_SHARED_PREFIX)
 
 
 def user_state(policy: Policy, blob: bytes | None) -> Any:
     """A policy's per-user state from its stored bytes, or a fresh one."""
     return policy.decode_user(blob) if blob is not None else policy.new_user()
-
-
-def shared_state(policy: Policy, blob: bytes | None) -> Any:
-    """A pooled policy's shared state from its stored bytes, or a fresh one."""
-    return policy.decode_shared(blob) if blob is not None else policy.new_shared()
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit.linear import RESYNC_EVERY, Ridge, RidgeStack
+from bandit.linear import RESYNC_EVERY, Ridge
 
 
 def batch_theta(xs: np.ndarray, rs: np.ndarray, lam: float) -> np.ndarray:
@@ -123,52 +123,3 @@ def test_new_rejects_bad_arguments() -> None:
         Ridge.new(0)
     with pytest.raises(ValueError, match="λ"):
         Ridge.new(3, 0.0)
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.integers(1, 6), n=st.integers(1, 3 * RESYNC_EVERY))
-def test_ridge_stack_equals_rows_updated_one_by_one(seed: int, m: int, n: int) -> None:
-    # Weights include exact zeros (rows left alone) and tiny ones, across re-syncs.
-    rng = np.random.default_rng(seed)
-    d = 4
-    lam = rng.uniform(0.5, 5.0, size=d)
-    stack, rows = RidgeStack.new(m, d, lam), [Ridge.new(d, lam) for _ in range(m)]
-    for _ in range(n):
-        x, r = rng.normal(size=d), float(rng.uniform(-1, 1))
-        w = rng.uniform(0.0, 2.0, size=m) * (rng.random(m) < 0.7)
-        stack.update(x, r, w)
-        for ridge, wm in zip(rows, w, strict=True):
-            if wm > 0:
-                ridge.update(x, r, weight=float(wm))
-    priors = rng.normal(size=(m, d))
-    want = np.array([ridge.theta(prior=p) for ridge, p in zip(rows, priors, strict=True)])
-    np.testing.assert_allclose(stack.thetas(priors), want, atol=1e-9)
-    for got, ridge in zip(stack, rows, strict=True):
-        assert (got.pulls, got.since_sync) == (ridge.pulls, ridge.since_sync)
-        assert got.reward_sum == pytest.approx(ridge.reward_sum)
-        np.testing.assert_allclose(got.a, ridge.a, atol=1e-12)
-        np.testing.assert_allclose(got.a_inv, ridge.a_inv, atol=1e-9)
-    # The encoding is the rows' own, back to back, and decodes to the same stack.
-    assert stack.encode() == b"".join(r.encode() for r in stack)
-    back = RidgeStack.decode(stack.encode(), m=m, dim=d)
-    np.testing.assert_array_equal(back.a_inv, stack.a_inv)
-    with pytest.raises(ValueError, match="bytes"):
-        RidgeStack.decode(stack.encode()[:-1], m=m, dim=d)
-
-
-def test_ridge_stack_decode_rejects_corrupt_rows() -> None:
-    stack = RidgeStack.new(3, 2)
-    stack.update(np.array([1.0, 2.0]), 0.5, np.ones(3))
-    data = bytearray(stack.encode())
-    size = len(data) // 3
-    wrong_version = bytearray(data)
-    wrong_version[size] = 9  # the second row's version byte
-    with pytest.raises(ValueError, match="version"):
-        RidgeStack.decode(bytes(wrong_version), m=3, dim=2)
-    with pytest.raises(ValueError, match="bytes"):
-        RidgeStack.decode(bytes(data), m=3, dim=3)
-    not_finite = bytearray(data)
-    not_finite[-8:] = np.array([np.nan]).tobytes()  # the last row's last b entry
-    with pytest.raises(ValueError, match="non-finite"):
-        RidgeStack.decode(bytes(not_finite), m=3, dim=2)
-    assert RidgeStack.decode(bytes(data), m=3, dim=2).encode() == bytes(data)

@@ -9,7 +9,7 @@ from bandit.ope.estimators import Estimate
 from bandit.ope.evaluation import PolicyEstimate, evaluate_log, recommend
 from bandit.ope.logged import EvaluationInputError, Log
 from bandit.registry import make_policy
-from tests.bandit.ope_helpers import lockstep_log
+from tests.bandit.ope_helpers import sim_log
 
 
 def test_estimates_on_seeded_random_logs_cover_the_true_values() -> None:
@@ -22,7 +22,7 @@ def test_estimates_on_seeded_random_logs_cover_the_true_values() -> None:
     errors: dict[str, list[float]] = {}
     widths: dict[str, list[float]] = {}
     for s in range(8):
-        rows = lockstep_log(make_policy("random"), seed=100 + s, users=4, rounds=60)
+        rows = sim_log(make_policy("random"), seed=100 + s, users=4, rounds=60)
         ev = evaluate_log(
             Log("memory", rows, 0.1), ["random", "pooled-v1", "oracle"], n_boot=300, seed=s
         )

@@ -6,12 +6,12 @@ import numpy as np
 
 from bandit.ope.reward_model import reward_model
 from bandit.registry import make_policy
-from tests.bandit.ope_helpers import lockstep_log
+from tests.bandit.ope_helpers import sim_log
 
 
 def test_reward_model_is_cross_fitted() -> None:
     """A row's prediction must not move when only its own reward changes."""
-    rows = lockstep_log(make_policy("random"), seed=2, users=2, rounds=30)
+    rows = sim_log(make_policy("random"), seed=2, users=2, rounds=30)
     base = reward_model(rows)
     changed = list(rows)
     changed[17] = type(rows[17])(

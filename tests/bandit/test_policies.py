@@ -198,10 +198,11 @@ def test_pooled_user_model_is_the_shrunk_ridge() -> None:
     xs = np.array([x for x, _ in data[0]])
     rs = np.array([r for _, r in data[0]])
     expected = np.linalg.solve(3.0 * np.eye(d) + xs.T @ xs, 3.0 * theta_pool + xs.T @ rs)
-    np.testing.assert_allclose(policy.theta(users[0], shared), expected, rtol=1e-9, atol=1e-10)
-    # a brand-new user starts exactly at the pooled model
+    # The pool holds the users' statistics rounded to 2⁻²⁰ (bandit.pool): equal to ~1e-7.
+    np.testing.assert_allclose(policy.theta(users[0], shared), expected, rtol=1e-6, atol=1e-7)
+    # a brand-new user starts at the pooled model
     fresh = policy.new_user()
-    np.testing.assert_allclose(policy.theta(fresh, shared), theta_pool, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(policy.theta(fresh, shared), theta_pool, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", POLICY_NAMES)
@@ -212,13 +213,13 @@ def test_registry_and_codecs_round_trip(name: str) -> None:
     again = policy.decode_user(policy.encode_user(user))
     assert policy.encode_user(again) == policy.encode_user(user)
     m, tasks = world(np.random.default_rng(5))
-    if shared is not None:
-        shared2 = policy.decode_shared(policy.encode_shared(shared))
-        assert policy.encode_shared(shared2) == policy.encode_shared(shared)
+    shared2 = policy.new_shared()
+    if shared2 is not None:
+        # The pool is derived state: rebuilt from the decoded user, it is the same, bit for bit.
+        shared2.replace(None, policy.pool_contribution(again))
+        assert shared2 == shared
     else:
-        shared2 = None
-        with pytest.raises(NotImplementedError):
-            policy.encode_shared(object())
+        assert policy.pool_contribution(again) is None
     np.testing.assert_array_equal(
         policy.probabilities(again, shared2, m, tasks),
         policy.probabilities(user, shared, m, tasks),
@@ -227,12 +228,6 @@ def test_registry_and_codecs_round_trip(name: str) -> None:
         policy.decode_user(policy.encode_user(user)[:-3])
     with pytest.raises(ValueError, match="version"):
         policy.decode_user(b"\xff" + policy.encode_user(user)[1:])
-    if shared is not None:
-        blob = policy.encode_shared(shared)
-        with pytest.raises(ValueError, match="bytes"):
-            policy.decode_shared(blob[:-1])
-        with pytest.raises(ValueError, match="version"):
-            policy.decode_shared(b"\xff" + blob[1:])
 
 
 def test_codec_rejects_other_policys_state() -> None:

@@ -59,7 +59,7 @@ def test_user_is_shrunk_towards_the_type_that_explains_its_rewards() -> None:
         ys.append(y)
         pol.update(user, shared, moment, tasks[k], y)
     thetas = pol.type_thetas(shared)
-    post = pol.type_posterior(user, thetas)
+    post = pol.type_posterior(user.ridge, thetas)
     assert int(np.argmax(post)) == target
     # θ_u is the ridge solution shrunk towards the chosen type's θ (closed form).
     xm, ym = np.array(xs), np.array(ys)
@@ -68,20 +68,26 @@ def test_user_is_shrunk_towards_the_type_that_explains_its_rewards() -> None:
     np.testing.assert_allclose(pol.theta(user, shared), want, atol=1e-9)
 
 
-def test_types_learn_with_the_posterior_as_weight() -> None:
+def test_types_hold_each_users_data_weighted_by_its_latest_posterior() -> None:
+    # Soft EM over users: type m's statistics are λ_pool I + Σ_u w_um Σ x xᵀ, with w_u the
+    # user's mean posterior (as k/256), whatever the order of the users.
     pol = PooledMix("pooledmix-v1")
-    user, shared = pol.new_user(), pol.new_shared()
-    grams = [np.eye(5) * pol.lam_pool for _ in shared]
-    for moment, tasks, k in _stream(25, seed=5):
-        x = features_v2(moment, tasks[k])
-        w = pol.type_posterior(user, pol.type_thetas(shared))
-        for m, wi in enumerate(w):
-            if wi > 1e-9:
-                grams[m] += wi * np.outer(x, x)
-        pol.update(user, shared, moment, tasks[k], -1.0 if tasks[k].is_overdue else 0.1)
-    for ridge, g in zip(shared, grams, strict=True):
-        np.testing.assert_allclose(ridge.a, g, atol=1e-9)
-        np.testing.assert_allclose(ridge.a_inv @ ridge.a, np.eye(5), atol=1e-8)
+    users, shared = [pol.new_user() for _ in range(3)], pol.new_shared()
+    data: list[list[FloatArray]] = [[], [], []]
+    for step, (moment, tasks, k) in enumerate(_stream(30, seed=5)):
+        u = step % 3
+        pol.update(users[u], shared, moment, tasks[k], -1.0 if tasks[k].is_overdue else 0.1)
+        data[u].append(features_v2(moment, tasks[k]))
+    grams = np.zeros((len(pol.prototypes), 5, 5))
+    for user, xs in zip(users, data, strict=True):
+        assert 255 <= int(user.weights.sum()) <= 256 + len(pol.prototypes)
+        gram = sum(np.outer(x, x) for x in xs)
+        grams += (user.weights / 256.0)[:, None, None] * gram
+    np.testing.assert_allclose(shared.gram / 2.0**28, grams, atol=1e-5)
+    rebuilt = pol.new_shared()
+    for user in reversed(users):
+        rebuilt.replace(None, pol.pool_contribution(user))
+    assert rebuilt == shared  # derived state: rebuilt from the users, bit for bit
 
 
 def test_codec_round_trip_and_bad_input() -> None:
@@ -89,13 +95,20 @@ def test_codec_round_trip_and_bad_input() -> None:
     user, shared = pol.new_user(), pol.new_shared()
     for moment, tasks, k in _stream(10):
         pol.update(user, shared, moment, tasks[k], 0.6)
-    back = pol.decode_shared(pol.encode_shared(shared))
-    assert len(back) == len(shared)
-    for a, b in zip(back, shared, strict=True):
-        np.testing.assert_array_equal(a.b, b.b)
-    np.testing.assert_array_equal(pol.decode_user(pol.encode_user(user)).a, user.a)
+    back = pol.decode_user(pol.encode_user(user))
+    np.testing.assert_array_equal(back.ridge.a, user.ridge.a)
+    np.testing.assert_array_equal(back.posterior, user.posterior)
     with pytest.raises(ValueError, match="bytes"):
-        pol.decode_shared(pol.encode_shared(shared)[:-1])
+        pol.decode_user(pol.encode_user(user)[:-1])
+    too_heavy = user.ridge.encode() + np.full(6, 0.3, dtype="<f8").tobytes()
+    with pytest.raises(ValueError, match="distribution"):
+        pol.decode_user(too_heavy)
+    negative = user.ridge.encode() + np.array([1.5, -0.5, 0, 0, 0, 0], dtype="<f8").tobytes()
+    with pytest.raises(ValueError, match="distribution"):
+        pol.decode_user(negative)
+    # A record from before the posterior was stored: uniform, the same every time.
+    legacy = pol.decode_user(user.ridge.encode())
+    assert legacy.weights.tolist() == [43] * 6
     with pytest.raises(ValueError, match="prototypes"):
         PooledMix("pooledmix-v1", prototypes=np.zeros((2, 3)))
 
@@ -105,8 +118,8 @@ def test_registered_with_fifteen_centred_types_and_per_feature_prior() -> None:
     assert isinstance(pol, PooledMix)
     assert pol.name == "pooledmix-v3"
     assert centred_grid().shape == (15, 5)
-    assert len(pol.new_shared()) == 15
-    assert pol.new_user().lam.tolist() == list(V3_USER_LAMBDA)
+    assert pol.new_shared().types == 15
+    assert pol.new_user().ridge.lam.tolist() == list(V3_USER_LAMBDA)
     with pytest.raises(ValueError, match="lam_user"):
         PooledMix("pooledmix-v3", lam_user=np.array([1.0, 0.0, 1.0, 1.0, 1.0]))
 
@@ -152,7 +165,7 @@ def test_user_model_is_ridge_shrunk_towards_its_type_with_per_feature_lambda(
         ys.append(reward_of(moment, task))
         pol.update(user, shared, moment, task, ys[-1])
     thetas = pol.type_thetas(shared)
-    best = int(np.argmax(pol.type_posterior(user, thetas)))
+    best = int(np.argmax(pol.type_posterior(user.ridge, thetas)))
     xm, ym = np.array(xs), np.array(ys)
     lam = np.diag(lam_diag)
     want = np.linalg.solve(lam + xm.T @ xm, lam @ thetas[best] + xm.T @ ym)
@@ -170,5 +183,5 @@ def test_a_user_who_dislikes_priority_is_switched_to_low_priority_tips_quickly()
     assert pol.probabilities(user, shared, moment, tasks).argmax() == 1  # type 0 likes p4
     for _ in range(3):
         pol.update(user, shared, moment, tasks[1], float(features_v3(moment, tasks[1]) @ low))
-    assert int(np.argmax(pol.type_posterior(user, pol.type_thetas(shared)))) == 13
+    assert int(np.argmax(pol.type_posterior(user.ridge, pol.type_thetas(shared)))) == 13
     assert pol.probabilities(user, shared, moment, tasks).argmax() == 0

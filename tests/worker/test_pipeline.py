@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from bandit.policies.egreedy import EpsilonGreedyV1
+from bandit.registry import make_policy
 from schemas.events import TipShown
 from streams.settings import Settings
 from streams.worker.joiner import FeedbackRow, Joiner
@@ -114,3 +115,74 @@ async def test_shows_are_logged_for_production_only(sim: bool) -> None:
     extra = {"source": "sim", "runId": "r1"} if sim else {}
     await p.handle([raw(shown("u", "a", **extra), 0), raw(feedback("u", "a", **extra), 1)])
     assert (len(rows.shows), len(rows.rows)) == ((0, 0) if sim else (1, 1))
+
+
+def pooled_pipeline(store: dict[str, bytes]) -> Pipeline:
+    policies = [make_policy("pooledmix-v3"), make_policy("pooled-v1")]
+    return Pipeline(SETTINGS, policies, store, Rows(), Letters(), WorkerMetrics())
+
+
+def pooled_traffic(users: int, start: int = 0, tips: str = "abc") -> list[RawEvent]:
+    events, offset = [], start
+    for u in range(users):
+        for tip, action in zip(tips, ("done", "dismiss", "snooze"), strict=True):
+            events += [
+                raw(shown(f"user-{u}", tip), offset),
+                raw(feedback(f"user-{u}", tip, action), offset + 1),
+            ]
+            offset += 2
+    return events
+
+
+async def test_pooled_prior_is_one_per_policy_over_every_partition_and_rebuilt_exactly() -> None:
+    store: dict[str, bytes] = {}
+    p = pooled_pipeline(store)
+    await p.handle(pooled_traffic(40))
+    assert len({partition_for(f"user-{u}", SETTINGS.partitions) for u in range(40)}) > 1
+    live = {pol.name: p.pools.total(pol, None) for pol in p.pools.pooled}
+    assert live["pooledmix-v3"].users == live["pooled-v1"].users == 40
+    assert live["pooled-v1"].pulls.tolist() == [120]
+    # A restart (or a rebalance) rebuilds the pools from the stored records: the same bits.
+    again = pooled_pipeline(dict(store))
+    again.ensure_indexed(set(range(SETTINGS.partitions)))
+    for pol in again.pools.pooled:
+        assert again.pools.total(pol, None) == live[pol.name]
+    # Losing a partition subtracts exactly its users.
+    lost = partition_for("user-0", SETTINGS.partitions)
+    again.on_partitions_changed(set(range(SETTINGS.partitions)) - {lost})
+    left = sum(partition_for(f"user-{u}", SETTINGS.partitions) != lost for u in range(40))
+    assert again.pools.total(again.pools.pooled[1], None).users == left
+
+
+async def test_a_failing_user_leaves_the_pool_as_the_records_say() -> None:
+    store: dict[str, bytes] = {}
+    p = pooled_pipeline(store)
+    await p.handle(pooled_traffic(10))
+
+    class FailingJoiner(Joiner):
+        __slots__ = ()
+
+        def process(self, record: UserRecord, user_id: str, *args: Any, **kwargs: Any) -> Any:
+            result = super().process(record, user_id, *args, **kwargs)  # the pool moved...
+            if user_id == "user-3":
+                raise RuntimeError("boom")  # ...and then a bug: its record is not stored
+            return result
+
+    p.joiner = FailingJoiner(p.policies, reward_wait_ms=p.joiner.wait_ms)
+    await p.handle(pooled_traffic(10, start=1000, tips="def"))
+    p.ensure_indexed(set(range(SETTINGS.partitions)))  # the broken partition is rebuilt
+    fresh = pooled_pipeline(dict(store))
+    fresh.ensure_indexed(set(range(SETTINGS.partitions)))
+    for pol in p.pools.pooled:
+        assert p.pools.total(pol, None) == fresh.pools.total(pol, None)
+    assert p.pools.total(p.pools.pooled[1], None).pulls.tolist() == [57]  # 19 × 3 learned
+
+
+async def test_pooled_priors_stored_by_earlier_versions_are_deleted() -> None:
+    partition = partition_for("user-0", SETTINGS.partitions)
+    legacy = f"\x1epooledmix-v3\x1f\x1f{partition}"
+    store: dict[str, bytes] = {legacy: b"old stack"}
+    p = pooled_pipeline(store)
+    await p.handle(pooled_traffic(1))
+    assert legacy not in store
+    assert "user-0" in store
