@@ -1,8 +1,10 @@
 """Policies by wire name.
 
 ``epsilon`` is the constant ε of ``egreedy-v1`` (the ``TIPSTREAM_EPSILON`` setting); the
-newer policies have their own tuned, decaying exploration and ignore it. The oracle is not
-here: it needs the judge's expected reward, so build it with ``make_oracle``.
+newer policies have their own tuned, decaying exploration and ignore it. The two references
+are not here: they need the judge's expected rewards, so build the oracle (told the user's
+persona) with ``make_oracle`` and the cold-start ceiling (told the persona set only) with
+``make_known_types``.
 
 >>> make_policy("egreedy-v1", epsilon=0.2).epsilon
 0.2
@@ -21,11 +23,12 @@ bandit.registry.RetiredPolicyError: policy 'pooledmix-v2' is retired; use 'poole
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bandit.base import Moment, Policy, Task
 from bandit.policies.baselines import OraclePolicy, RandomPolicy
 from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
+from bandit.policies.known_types import KnownTypes
 from bandit.policies.linucb import LinUCBV1
 from bandit.policies.pooled import PooledV1
 from bandit.policies.pooled_mix import PRESETS as POOLED_MIX_PRESETS
@@ -33,12 +36,14 @@ from bandit.policies.pooled_mix import PooledMix
 
 __all__ = [
     "DEFAULT_POLICY",
+    "KNOWN_TYPES_NAME",
     "ORACLE_NAME",
     "POLICY_NAMES",
     "RETIRED_POLICIES",
     "RetiredPolicyError",
     "UnknownPolicyError",
     "check_policy_name",
+    "make_known_types",
     "make_oracle",
     "make_policy",
 ]
@@ -61,6 +66,7 @@ POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 # Retired wire name → its replacement. Not in POLICY_NAMES; make_policy refuses them by name.
 RETIRED_POLICIES: dict[str, str] = {"pooledmix-v2": "pooledmix-v3"}
 ORACLE_NAME = OraclePolicy.name
+KNOWN_TYPES_NAME = KnownTypes.name
 # The serving default (TIPSTREAM_POLICY): the best policy that meets issue 4's learning
 # targets on both persona sets (LEARNING.md).
 DEFAULT_POLICY = "pooledmix-v3"
@@ -88,6 +94,12 @@ def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
     """A fresh policy object for a wire name (see POLICY_NAMES)."""
     check_policy_name(name)
     return _FACTORIES[name](epsilon)
+
+
+def make_known_types(expected: Sequence[Callable[[Moment, Task], float]]) -> KnownTypes:
+    """The cold-start ceiling: Bayes-greedy over the judge's known types (not a serving
+    policy: it needs every persona's expected reward)."""
+    return KnownTypes(expected)
 
 
 def make_oracle(expected_reward: Callable[[Moment, Task], float]) -> OraclePolicy:

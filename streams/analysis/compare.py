@@ -37,7 +37,7 @@ import numpy as np
 import orjson
 
 from bandit.base import FloatArray
-from bandit.registry import DEFAULT_POLICY, ORACLE_NAME
+from bandit.registry import DEFAULT_POLICY, KNOWN_TYPES_NAME, ORACLE_NAME
 from bandit.stats import mean_ci95
 from streams.analysis.load import fetch_expectations
 
@@ -64,6 +64,7 @@ STANDARD_POLICIES = (
     "egreedy-v2",
     "pooled-v1",
     DEFAULT_POLICY,
+    KNOWN_TYPES_NAME,  # the cold-start ceiling: told the persona set, not the user's persona
     ORACLE_NAME,
 )
 

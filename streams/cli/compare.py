@@ -13,7 +13,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from bandit.registry import ORACLE_NAME, POLICY_NAMES
+from bandit.registry import KNOWN_TYPES_NAME, ORACLE_NAME, POLICY_NAMES
 from streams.analysis.compare import (
     STANDARD_POLICIES,
     CompareUsageError,
@@ -67,10 +67,11 @@ def compare_command(  # noqa: PLR0917 - typer options
         names = [p.strip() for p in policies.split(",") if p.strip()]
         if not names:
             raise CompareUsageError("--policies is empty")
-        unknown = [n for n in names if n not in POLICY_NAMES and n != ORACLE_NAME]
+        references = (ORACLE_NAME, KNOWN_TYPES_NAME)
+        unknown = [n for n in names if n not in POLICY_NAMES and n not in references]
         if unknown:
             raise CompareUsageError(
-                f"unknown policies {unknown}; known: {', '.join(POLICY_NAMES)}, oracle"
+                f"unknown policies {unknown}; known: {', '.join((*POLICY_NAMES, *references))}"
             )
         seed_list = _ints(seeds, "seeds")
         marks = _ints(checkpoints, "checkpoints") if checkpoints.strip() else []
