@@ -16,11 +16,12 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 RUN uv sync --frozen --no-dev \
  && useradd --system --uid 10001 --home-dir /app tipstream \
- && mkdir -p /data && chown tipstream /data
+ && mkdir -p /var/lib/tipstream && chown tipstream /var/lib/tipstream
 
 USER tipstream
+# The worker's state directory (faust's data): a volume in docker-compose.yml.
 ENV PATH=/app/.venv/bin:$PATH \
-    TIPSTREAM_DATA_DIR=/data/worker
+    TIPSTREAM_DATA_DIR=/var/lib/tipstream
 EXPOSE 6066
 ENTRYPOINT ["tipstream"]
 CMD ["--help"]

@@ -67,6 +67,10 @@ class Judge(ABC):
         """The exact expected reward of each task, when ``knows_expectations``."""
         return None
 
+    def usage_problem(self) -> str | None:
+        """Why a run cannot use this judge as configured (exit 2 before it starts), or None."""
+        return None
+
     def usage_counters(self) -> dict[str, Any] | None:
         """What the judge spent, for the run's cost record (``sim_runs.llm_*``); None if free."""
         return None

@@ -25,6 +25,9 @@ the environment: no request is sent), ``timeout``, ``rate_limited`` (429 after t
 retries), ``api_error`` (any other status, 5xx after retries, a body that is not a
 message, or another SDK error), ``connection_error``, ``bad_answer``,
 and ``unexpected_error`` (any other exception: logged, never raised).
+A ``strict`` judge (``simulate --fallback none``, the default) never falls back: it raises
+:class:`LLMJudgeError` with the reason and the API's address instead, and
+:meth:`LLMJudge.usage_problem` refuses a run without credentials before it starts.
 
 Timeouts and retries are the SDK's own (``timeout_s`` per attempt, ``max_retries``
 retries with its backoff, honouring ``retry-after``); they are applied to the given client
@@ -52,11 +55,13 @@ if TYPE_CHECKING:
     from anthropic.types import MessageParam, TextBlockParam, Usage
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "FALLBACK_REASONS",
     "INSTRUCTIONS",
     "MAX_TOKENS",
     "LLMJudge",
+    "LLMJudgeError",
     "parse_answer",
     "system_blocks",
     "user_message",
@@ -65,6 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-haiku-4-5-20251001"
+DEFAULT_BASE_URL = "https://api.anthropic.com"  # the SDK's, unless ANTHROPIC_BASE_URL is set
 MAX_TOKENS = 10
 FALLBACK_REASONS: tuple[str, ...] = (
     "no_api_key",
@@ -143,10 +149,29 @@ def _sdk() -> ModuleType:
     return anthropic
 
 
+def _detail(err: BaseException) -> str:
+    """An SDK error in a few words: its message, else the cause's (a refused connection)."""
+    cause = err.__cause__
+    text = str(err)
+    if cause is not None and text in ("Connection error.", "Request timed out."):
+        text = f"{text.rstrip('.')}: {cause}"
+    return " ".join(text.split())[:200]
+
+
 def _has_credentials(client: anthropic.AsyncAnthropic) -> bool:
     return any(
         getattr(client, attr, None) is not None for attr in ("api_key", "auth_token", "credentials")
     )
+
+
+class LLMJudgeError(RuntimeError):
+    """A strict LLM judge could not judge: ``reason`` is one of :data:`FALLBACK_REASONS`."""
+
+    def __init__(self, reason: str, base_url: str, detail: str = "") -> None:
+        self.reason = reason
+        self.base_url = base_url
+        self.detail = detail
+        super().__init__(f"{reason} at {base_url}" + (f": {detail}" if detail else ""))
 
 
 class LLMJudge(Judge):
@@ -163,6 +188,7 @@ class LLMJudge(Judge):
         timeout_s: float = 20.0,
         max_retries: int = 3,
         fallback: RuleJudge | None = None,
+        strict: bool = False,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -189,6 +215,7 @@ class LLMJudge(Judge):
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.fallback = fallback if fallback is not None else RuleJudge()
+        self.strict = strict  # raise LLMJudgeError instead of falling back
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self.calls = 0  # requests handed to the SDK (its retries are not counted apart)
         self.input_tokens = 0
@@ -196,6 +223,26 @@ class LLMJudge(Judge):
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
         self.fallbacks: dict[str, int] = {}
+
+    @property
+    def has_credentials(self) -> bool:
+        """The client has an API key (or a token or credentials) to send."""
+        return self._client is not None and self._has_credentials
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go (``ANTHROPIC_BASE_URL``, else the API's own address)."""
+        url = getattr(self._client, "base_url", None)
+        return str(url).rstrip("/") if url else DEFAULT_BASE_URL
+
+    def usage_problem(self) -> str | None:
+        if self.strict and not self.has_credentials:
+            return (
+                "--judge llm needs ANTHROPIC_API_KEY in the environment (none found, so no "
+                "request could be sent); set it, or add --fallback rule to judge with the "
+                "rule judge instead"
+            )
+        return None
 
     def usage(self) -> dict[str, int]:
         """Counters for the run's cost record (tokens, calls, fallbacks in total)."""
@@ -236,15 +283,19 @@ class LLMJudge(Judge):
         moment: Moment,
         task: Task,
         rng: np.random.Generator,
+        *,
+        detail: str = "",
     ) -> Judgment:
+        if self.strict:
+            raise LLMJudgeError(reason, self.base_url, detail)
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         judgment = await self.fallback.judge(persona, moment, task, rng)
         return dataclasses.replace(judgment, fallback_reason=reason)
 
     async def _ask(
         self, client: anthropic.AsyncAnthropic, persona: Persona, moment: Moment, task: Task
-    ) -> tuple[str | None, str]:
-        """(action, "") on an answer; (None, reason) on a failure."""
+    ) -> tuple[str | None, str, str]:
+        """(action, "", "") on an answer; (None, reason, detail) on a failure."""
         sdk = _sdk()
         try:
             async with self._semaphore:
@@ -256,24 +307,27 @@ class LLMJudge(Judge):
                     messages=[self._message(moment, task)],
                 )
             if not isinstance(response, sdk.types.Message):  # e.g. an HTML page from a proxy
-                return None, "api_error"
+                return None, "api_error", "the answer is not a message"
             self._count_usage(response.usage)
             text = "".join(b.text for b in response.content if isinstance(b, sdk.types.TextBlock))
-        except sdk.APITimeoutError:  # before APIConnectionError, its base class
-            return None, "timeout"
-        except sdk.APIConnectionError:
-            return None, "connection_error"
-        except sdk.RateLimitError:
-            return None, "rate_limited"
-        except sdk.CredentialsError:
-            return None, "no_api_key"
-        except sdk.AnthropicError:
-            return None, "api_error"
-        except Exception:
-            log.warning("LLM judge: unexpected error, using the rule judge", exc_info=True)
-            return None, "unexpected_error"
+        except sdk.APITimeoutError as err:  # before APIConnectionError, its base class
+            return None, "timeout", _detail(err)
+        except sdk.APIConnectionError as err:
+            return None, "connection_error", _detail(err)
+        except sdk.RateLimitError as err:
+            return None, "rate_limited", _detail(err)
+        except sdk.CredentialsError as err:
+            return None, "no_api_key", _detail(err)
+        except sdk.AnthropicError as err:
+            return None, "api_error", _detail(err)
+        except Exception as err:
+            if not self.strict:
+                log.warning("LLM judge: unexpected error, using the rule judge", exc_info=True)
+            return None, "unexpected_error", _detail(err)
         action = parse_answer(text)
-        return (action, "") if action is not None else (None, "bad_answer")
+        if action is None:
+            return None, "bad_answer", f"answered {text[:40]!r}"
+        return action, "", ""
 
     @staticmethod
     def _message(moment: Moment, task: Task) -> MessageParam:
@@ -284,9 +338,9 @@ class LLMJudge(Judge):
     ) -> Judgment:
         if self._client is None or not self._has_credentials:
             return await self._fall_back("no_api_key", persona, moment, task, rng)
-        action, reason = await self._ask(self._client, persona, moment, task)
+        action, reason, detail = await self._ask(self._client, persona, moment, task)
         if action is None:
-            return await self._fall_back(reason, persona, moment, task, rng)
+            return await self._fall_back(reason, persona, moment, task, rng, detail=detail)
         dwell_ms = draw_dwell(action, engagement(persona, moment, task), rng)
         return Judgment(
             action=action,

@@ -3,11 +3,12 @@
 A persona file is a JSON list of objects with exactly the fields of :class:`Persona`.
 The standard five (docs/simulation.md) ship as ``judges/personas/standard.json``; a second,
 untuned set ships as ``judges/personas/alternate.json`` (see :data:`ALTERNATE_PERSONAS`).
+Both are picked by name (:data:`PERSONA_SETS`): ``--personas standard|alternate|PATH``.
 
 >>> print(", ".join(p.name for p in load_personas()))
 deadline-driven, evening-relaxed, low-priority-first, consistent-responder, overdue-ignorer
->>> len(load_personas(ALTERNATE_PERSONAS))
-5
+>>> len(load_personas(ALTERNATE_PERSONAS)), load_personas("alternate")[0].name
+(5, 'night-owl-procrastinator')
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 PERSONA_DIR = Path(__file__).resolve().parent / "personas"
 STANDARD_PERSONAS = PERSONA_DIR / "standard.json"
 ALTERNATE_PERSONAS = PERSONA_DIR / "alternate.json"
+# The shipped sets by name; anything else given as a persona set is a path to a file.
+PERSONA_SETS: dict[str, Path] = {"standard": STANDARD_PERSONAS, "alternate": ALTERNATE_PERSONAS}
+DEFAULT_PERSONA_SET = "standard"
+
+__all__ = [
+    "ALTERNATE_PERSONAS",
+    "DEFAULT_PERSONA_SET",
+    "PERSONA_DIR",
+    "PERSONA_SETS",
+    "STANDARD_PERSONAS",
+    "Persona",
+    "PersonaFileError",
+    "load_personas",
+    "parse_personas",
+    "persona_file",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +120,36 @@ def parse_personas(data: Any, source: str = "<data>") -> list[Persona]:
     return personas
 
 
+def persona_file(spec: str | Path | None) -> Path:
+    """The file of a persona set: a shipped set's name, or a path (``None``: the standard).
+
+    A word that is neither a shipped name nor an existing file is an unknown name:
+
+    >>> persona_file("alternate").name
+    'alternate.json'
+    >>> persona_file("nightowls")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    judges.personas.PersonaFileError: unknown persona set 'nightowls'; known: standard, ...
+    """
+    if spec is None:
+        return PERSONA_SETS[DEFAULT_PERSONA_SET]
+    if isinstance(spec, str) and spec in PERSONA_SETS:
+        return PERSONA_SETS[spec]
+    path = Path(spec)
+    looks_like_a_path = len(path.parts) > 1 or path.suffix != "" or path.exists()
+    if not looks_like_a_path:
+        raise PersonaFileError(
+            f"unknown persona set {str(spec)!r}; known: {', '.join(PERSONA_SETS)}, "
+            "or a path to a JSON file"
+        )
+    return path
+
+
 def load_personas(path: str | Path | None = None) -> list[Persona]:
-    """Read and validate a persona file; ``None`` gives the standard five."""
-    file = STANDARD_PERSONAS if path is None else Path(path)
+    """Read and validate a persona set (:func:`persona_file`); ``None`` gives the standard
+    five."""
+    file = persona_file(path)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

@@ -32,11 +32,12 @@ __all__ = [
 ]
 
 # Wire name → (the class, whose capabilities a run checks first; a factory of a fresh judge
-# given the LLM's model name, which only the LLM judge uses).
-_JUDGES: dict[str, tuple[type[Judge], Callable[[str], Judge]]] = {
-    RuleJudge.name: (RuleJudge, lambda _model: RuleJudge()),
-    LLMJudge.name: (LLMJudge, lambda model: LLMJudge(model=model)),
-    ExternalJudge.name: (ExternalJudge, lambda _model: ExternalJudge()),
+# given the LLM's model name and whether a failure may fall back to the rule judge, which
+# only the LLM judge uses).
+_JUDGES: dict[str, tuple[type[Judge], Callable[[str, bool], Judge]]] = {
+    RuleJudge.name: (RuleJudge, lambda _model, _fallback: RuleJudge()),
+    LLMJudge.name: (LLMJudge, lambda model, fallback: LLMJudge(model=model, strict=not fallback)),
+    ExternalJudge.name: (ExternalJudge, lambda _model, _fallback: ExternalJudge()),
 }
 JUDGE_NAMES: tuple[str, ...] = tuple(_JUDGES)
 JUDGE_NAMES_TEXT = f"{', '.join(JUDGE_NAMES[:-1])} or {JUDGE_NAMES[-1]}"
@@ -55,7 +56,9 @@ def judge_class(name: str) -> type[Judge]:
     return entry[0]
 
 
-def make_judge(name: str, *, llm_model: str = DEFAULT_MODEL) -> Judge:
-    """A fresh judge for a wire name (``llm_model``: the setting ``TIPSTREAM_LLM_MODEL``)."""
+def make_judge(name: str, *, llm_model: str = DEFAULT_MODEL, fallback: bool = True) -> Judge:
+    """A fresh judge for a wire name (``llm_model``: the setting ``TIPSTREAM_LLM_MODEL``;
+    ``fallback``: the LLM judge hands a failed judgment to the rule judge, else it raises
+    :class:`~judges.llm.LLMJudgeError`)."""
     judge_class(name)  # the error for an unknown name
-    return _JUDGES[name][1](llm_model)
+    return _JUDGES[name][1](llm_model, fallback)

@@ -7,10 +7,12 @@ PostgreSQL on 127.0.0.1:15432), so a newcomer needs no configuration at all.
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bandit.registry import DEFAULT_POLICY
@@ -21,13 +23,27 @@ __all__ = [
     "DEV_KAFKA_PORT",
     "DEV_POSTGRES_PORT",
     "Settings",
+    "default_data_dir",
     "get_settings",
     "is_loopback_host",
+    "settings_error_lines",
 ]
 
+_STATE_HOME = "~/.local/state/tipstream"
 DEV_KAFKA_PORT = 19092
 DEV_POSTGRES_PORT = 15432
 DEFAULT_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - public on purpose; loopback only
+
+
+def default_data_dir() -> str:
+    """The user's state directory for tipstream: ``$XDG_STATE_HOME/tipstream``, else
+    ``~/.local/state/tipstream`` (the XDG base directory rule; a relative
+    ``XDG_STATE_HOME`` is ignored, as the specification says). Absolute, so the worker runs
+    from any directory; the worker creates it when it starts.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "state"
+    return str(root / "tipstream")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -46,51 +62,139 @@ def is_loopback_host(host: str) -> bool:
 
 
 class Settings(BaseSettings):
-    """The worker's and the simulator's configuration."""
+    """The worker's and the simulator's configuration.
+
+    Each field's ``description`` is its documentation: ``tipstream settings --markdown``
+    renders the table in README.md and docs/contracts.md from them.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TIPSTREAM_", extra="ignore", frozen=True)
 
-    kafka_bootstrap: str = f"127.0.0.1:{DEV_KAFKA_PORT}"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
+    kafka_bootstrap: str = Field(
+        default=f"127.0.0.1:{DEV_KAFKA_PORT}",
+        description="Kafka bootstrap servers, `host:port[,host:port...]`",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None,
+        description="`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; a SASL protocol needs the "
+        "mechanism, the username and the password",
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL username")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (never printed)"
+    )
+    kafka_ssl_cafile: str | None = Field(
+        default=None,
+        description="CA file (PEM) the broker's certificate must chain to, for `SSL` and "
+        "`SASL_SSL`; unset means the system's CAs. The host name is checked; client "
+        "certificates are not supported",
+    )
 
-    database_url: str = f"postgresql://tipstream:tipstream@127.0.0.1:{DEV_POSTGRES_PORT}/tipstream"
+    database_url: str = Field(
+        default=f"postgresql://tipstream:tipstream@127.0.0.1:{DEV_POSTGRES_PORT}/tipstream",
+        description="PostgreSQL connection URL",
+    )
 
-    topic_shown: str = "tips.shown"
-    topic_feedback: str = "tips.feedback"
-    topic_deadletter: str = "tips.deadletter"
-    partitions: int = Field(default=8, ge=1, le=10_000)
-    replication_factor: int = Field(default=1, ge=1)
+    topic_shown: str = Field(default="tips.shown", description="input topic of `TipShown`")
+    topic_feedback: str = Field(default="tips.feedback", description="input topic of `TipFeedback`")
+    topic_deadletter: str = Field(
+        default="tips.deadletter", description="where bad input goes, with its original bytes"
+    )
+    partitions: int = Field(
+        default=8, ge=1, le=10_000, description="partitions of the topics (1–10,000)"
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="replication of the topics tipstream creates"
+    )
 
-    epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
-    policy: str = DEFAULT_POLICY  # serves /score/egreedy
-    shadow_policies: str = ""  # comma-separated names that learn without serving
-    reward_wait_s: float = Field(default=86_400.0, gt=0)
-    default_reward: float | None = None  # learned from on expiry when set
-    dedupe_retention_s: float = Field(default=7 * 86_400.0, gt=0)
-    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+    epsilon: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="ε of `egreedy-v1`; the other policies ignore it"
+    )
+    policy: str = Field(
+        default=DEFAULT_POLICY,
+        description="the policy that serves `/score/egreedy`, and the simulator's default "
+        "`--policy`",
+    )
+    shadow_policies: str = Field(
+        default="",
+        description="comma list of policies that learn from the same stream without serving",
+    )
+    reward_wait_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="how long a show waits for its feedback, and feedback for its show",
+    )
+    default_reward: float | None = Field(
+        default=None,
+        description="reward learned from an expired show; unset means it is not learned from",
+    )
+    dedupe_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="how long (stream time) the guard remembers a settled tip",
+    )
+    max_event_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="larger events are dead-lettered `payload_too_large` (at least 1024)",
+    )
 
-    llm_model: str = DEFAULT_MODEL  # the LLM judge's Anthropic model
+    llm_model: str = Field(default=DEFAULT_MODEL, description="the LLM judge's Anthropic model")
 
-    web_host: str = "127.0.0.1"
-    web_port: int = Field(default=6066, ge=1, le=65_535)
-    admin_token: SecretStr = SecretStr(DEFAULT_ADMIN_TOKEN)
+    web_host: str = Field(default="127.0.0.1", description="the worker's HTTP address")
+    web_port: int = Field(default=6066, ge=1, le=65_535, description="the worker's HTTP port")
+    admin_token: SecretStr = Field(
+        default=SecretStr(DEFAULT_ADMIN_TOKEN),
+        description="bearer token for `/admin/...`. The default (or an empty token) is "
+        "accepted only while `TIPSTREAM_WEB_HOST` is loopback (127.0.0.0/8, `::1`, "
+        "`localhost`); otherwise the worker exits 2 at start",
+        json_schema_extra={"doc_default": f"`{DEFAULT_ADMIN_TOKEN}`"},
+    )
 
-    app_id: str = "tipstream"
-    data_dir: str = "var/worker"  # faust's per-worker directory
-    batch_max: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
-    # Kafka's own default (session.timeout.ms = 45 s): a busy lone worker must not lose its
-    # group; a worker that dies is replaced after this long (tests use a few seconds).
-    # Standby replicas of the state table on other workers: a survivor then serves a dead
-    # worker's users as soon as the group moves them, without replaying their changelog.
-    standby_replicas: int = Field(default=0, ge=0)
-    session_timeout_s: float = Field(default=45.0, gt=0)
-    # A SIGTERM stops within this bound: what was not acknowledged by then is read again.
-    stop_timeout_s: float = Field(default=25.0, gt=0)
+    app_id: str = Field(
+        default="tipstream",
+        description="faust app id: the consumer group and the changelog topics' prefix",
+    )
+    data_dir: str = Field(
+        default_factory=default_data_dir,
+        description="faust's per-worker directory, created at start (the image sets "
+        "`/var/lib/tipstream`); a relative path is taken from the current directory",
+        json_schema_extra={"doc_default": f"`$XDG_STATE_HOME/tipstream`, else `{_STATE_HOME}`"},
+    )
+    batch_max: int = Field(default=2000, ge=1, description="events per batch at most")
+    batch_within_s: float = Field(
+        default=0.05, gt=0, description="a batch takes what arrived within this time"
+    )
+    standby_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="standby copies of the state on other workers (faust's "
+        "`table_standby_replicas`): with 1, a survivor serves a dead worker's users without "
+        "replaying their changelog",
+    )
+    session_timeout_s: float = Field(
+        default=45.0,
+        gt=0,
+        description="Kafka consumer session timeout (Kafka's default): a busy lone worker "
+        "keeps its group; a dead worker's partitions move after this long",
+    )
+    stop_timeout_s: float = Field(
+        default=25.0,
+        gt=0,
+        description="a SIGTERM completes within this; past it the worker exits, and what was "
+        "not committed is read again by the next owner",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a directory, not empty")
+        return str(Path(value).expanduser().absolute())
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
@@ -145,4 +249,30 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """The settings from the environment, read once; a bad value raises pydantic's
+    ``ValidationError`` (the CLI turns it into :func:`settings_error_lines` and exit 2)."""
     return Settings()
+
+
+def settings_error_lines(err: ValidationError, model: type[BaseSettings] = Settings) -> list[str]:
+    """One line per bad variable: its name, its value (never a secret's) and the reason.
+
+    >>> try:
+    ...     Settings(partitions="abc")
+    ... except ValidationError as e:
+    ...     print(settings_error_lines(e)[0])  # doctest: +ELLIPSIS
+    TIPSTREAM_PARTITIONS='abc': Input should be a valid integer, ...
+    """
+    prefix = str(model.model_config.get("env_prefix", ""))
+    lines = []
+    for error in err.errors(include_url=False):
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across fields: its message names the variables
+            lines.append(reason)
+            continue
+        name = str(error["loc"][0])
+        field = model.model_fields.get(name)
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        shown = "" if secret or error["type"] == "missing" else f"={error['input']!r}"
+        lines.append(f"{prefix}{name.upper()}{shown}: {reason}")
+    return lines

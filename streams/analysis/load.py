@@ -13,7 +13,8 @@ import orjson
 from bandit.ope.logged import EvaluationInputError, Log
 from streams.analysis.evaluate import production_rows, sim_rows
 from streams.analysis.summary import RunReport, build_run_report
-from streams.sim.store import connect_pool, fetch_events, fetch_run
+from streams.sim.store import DATABASE_WAIT_S, connect_pool, fetch_events, fetch_run
+from streams.worker.sink import check_database
 
 __all__ = [
     "EXPECTATIONS_QUERY",
@@ -27,7 +28,9 @@ __all__ = [
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
-    """One connection with jsonb decoded to Python objects."""
+    """One connection with jsonb decoded to Python objects (an unreachable database raises
+    ``DatabaseUnavailableError``, one line naming host:port)."""
+    await check_database(database_url, timeout_s=DATABASE_WAIT_S)
     conn = await asyncpg.connect(database_url)
     await conn.set_type_codec(
         "jsonb", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="text"

@@ -27,6 +27,7 @@ __all__ = [
     "build_run_report",
     "check_comparable",
     "compare",
+    "fallbacks",
     "json_ready",
     "pair_runs",
     "persona_table",
@@ -96,7 +97,22 @@ def summarize(stats: Sequence[Mapping[str, Any]], *, run_id: str) -> dict[str, A
         "oracle_expected_mean_reward": oracle,
         "gap_closed": gap_closed(expected, random, oracle),
         "per_persona": per_persona,
+        "fallbacks": fallbacks(stats),
     }
+
+
+def fallbacks(stats: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """LLM judgments handed to the rule judge, by reason (``--fallback rule``); {} if none.
+
+    >>> fallbacks([{"fallback_reason": "timeout"}, {}, {"fallback_reason": "timeout"}])
+    {'timeout': 2}
+    """
+    counts: dict[str, int] = {}
+    for s in stats:
+        reason = s.get("fallback_reason")
+        if reason is not None:
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def stat_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,6 +130,7 @@ def stat_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "expected_reward": row["expected_reward"],
         "random_expected": math.fsum(expected) / len(expected) if known else None,
         "oracle_expected": max(expected) if known else None,
+        "fallback_reason": (row.get("features") or {}).get("fallback_reason"),
     }
 
 

@@ -14,13 +14,15 @@ import orjson
 import typer
 
 from bandit.registry import KNOWN_TYPES_NAME, ORACLE_NAME, POLICY_NAMES
+from judges.personas import PersonaFileError, persona_file
 from streams.analysis.compare import (
     STANDARD_POLICIES,
     CompareUsageError,
     compare,
     render_markdown,
 )
-from streams.settings import get_settings
+from streams.cli.failures import failure_line, settings_or_exit
+from streams.cli.sim import PERSONAS_HELP
 
 __all__ = ["compare_command", "register"]
 
@@ -37,6 +39,19 @@ def _ints(text: str, name: str) -> list[int]:
     return values
 
 
+def _persona_set(spec: str | None) -> Path | None:
+    """The persona file of ``--personas`` (a shipped set's name or a path), checked now."""
+    if spec is None:
+        return None
+    try:
+        path = persona_file(spec)
+    except PersonaFileError as err:
+        raise CompareUsageError(f"--personas: {err}") from None
+    if not path.is_file():
+        raise CompareUsageError(f"--personas {spec}: no such file")
+    return path
+
+
 def compare_command(  # noqa: PLR0917 - typer options
     policies: Annotated[str, typer.Option(help="comma list")] = ",".join(STANDARD_POLICIES),
     seeds: Annotated[str, typer.Option(help="comma list of world seeds")] = "0",
@@ -48,9 +63,7 @@ def compare_command(  # noqa: PLR0917 - typer options
     last: Annotated[int, typer.Option(help="long setting: report the last N rounds")] = 200,
     cold_users: Annotated[int, typer.Option(help="cold start: users per persona")] = 50,
     cold_rounds: Annotated[int, typer.Option(help="cold start: rounds")] = 20,
-    personas: Annotated[
-        Path | None, typer.Option(help="persona JSON file (default: the standard five)")
-    ] = None,
+    personas: Annotated[str | None, typer.Option(help=PERSONAS_HELP)] = None,
     jobs: Annotated[int, typer.Option(help="simulations at once")] = 2,
     markdown: Annotated[Path | None, typer.Option(help="also write the tables here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the figures")] = False,
@@ -61,8 +74,9 @@ def compare_command(  # noqa: PLR0917 - typer options
     Wall time is about (policies × seeds × judgments) / (700 per second × jobs) on a small
     machine: the defaults (7 policies, 1 seed) take about 10 minutes.
 
-      tipstream compare --seeds 0,1 --personas judges/personas/alternate.json
+      tipstream compare --seeds 0,1 --personas alternate
     """
+    settings = settings_or_exit()
     try:
         names = [p.strip() for p in policies.split(",") if p.strip()]
         if not names:
@@ -77,11 +91,10 @@ def compare_command(  # noqa: PLR0917 - typer options
         marks = _ints(checkpoints, "checkpoints") if checkpoints.strip() else []
         if min(long_users, cold_users, cold_rounds, jobs) < 1 or long_rounds < 0 or last < 0:
             raise CompareUsageError("users, rounds and jobs must be positive")
-        if personas is not None and not personas.is_file():
-            raise CompareUsageError(f"--personas {personas}: no such file")
+        persona_path = _persona_set(personas)
         result = compare(
             names, seed_list, long_users, long_rounds, cold_users, cold_rounds, marks, last,
-            personas, jobs, get_settings().database_url, progress=not as_json,
+            persona_path, jobs, settings.database_url, progress=not as_json,
         )  # fmt: skip
     except CompareUsageError as err:
         typer.echo(f"error: {err}", err=True)
@@ -90,7 +103,7 @@ def compare_command(  # noqa: PLR0917 - typer options
         typer.echo("error: cancelled", err=True)
         raise typer.Exit(1) from None
     except Exception as err:
-        typer.echo(f"error: {type(err).__name__}: {err}", err=True)
+        typer.echo(f"error: {failure_line(err, settings)}", err=True)
         raise typer.Exit(1) from None
     text = render_markdown(result)
     header = (

@@ -25,7 +25,7 @@ from bandit.registry import POLICY_NAMES
 from streams.analysis.evaluate import evaluation_json, print_evaluation
 from streams.analysis.load import load_production_log, load_run_log
 from streams.analysis.summary import json_ready
-from streams.settings import get_settings
+from streams.cli.failures import failure_line, settings_or_exit
 
 __all__ = ["evaluate_command", "parse_since", "register"]
 
@@ -112,7 +112,7 @@ def evaluate_command(  # noqa: PLR0917 - typer options
     )
     if not names:
         raise _fail("--policies is empty", 2)
-    settings = get_settings()
+    settings = settings_or_exit()
     try:
         if run is not None:
             log = asyncio.run(load_run_log(settings.database_url, run))
@@ -131,7 +131,7 @@ def evaluate_command(  # noqa: PLR0917 - typer options
     except KeyboardInterrupt:
         raise _fail("cancelled", 1) from None
     except Exception as err:
-        raise _fail(f"{type(err).__name__}: {err}", 1) from None
+        raise _fail(failure_line(err, settings), 1) from None
     if as_json:
         document = evaluation_json(evaluation)
         sys.stdout.write(orjson.dumps(json_ready(document)).decode() + "\n")

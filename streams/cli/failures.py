@@ -1,6 +1,14 @@
-"""One clear line for a dependency that fails: what the commands print instead of a traceback.
+"""One clear line instead of a traceback: bad settings, and dependencies that fail.
 
-Used by every command that talks to Kafka: ``worker``, ``topics ensure`` and ``simulate``.
+The one home for how a command fails before it does its work:
+
+- a bad ``TIPSTREAM_*`` value: :func:`settings_or_exit`, exit 2 with one line per variable
+  (every command that reads settings);
+- Kafka: :func:`kafka_failure_reason` (``worker``, ``topics ensure``, ``simulate``);
+- PostgreSQL: :func:`require_database`, on the worker's own probe
+  (``streams.worker.sink.check_database``), exit 1 naming host:port;
+- the Anthropic API: :func:`anthropic_failure_line` for the LLM judge;
+- any of these raised during a command's work: :func:`failure_line`.
 """
 
 from __future__ import annotations
@@ -11,16 +19,88 @@ import logging
 import ssl
 from collections.abc import Iterator
 
+import typer
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
+    KafkaError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
+from pydantic import ValidationError
 
-from streams.settings import Settings
+from judges.llm import LLMJudgeError
+from streams.settings import Settings, get_settings, settings_error_lines
+from streams.worker.sink import DatabaseUnavailableError, check_database
 
-__all__ = ["aiokafka_silenced", "kafka_failure_reason"]
+__all__ = [
+    "aiokafka_silenced",
+    "anthropic_failure_line",
+    "fail",
+    "failure_line",
+    "kafka_failure_reason",
+    "require_database",
+    "settings_error_exit",
+    "settings_or_exit",
+]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``error: message`` on stderr; the caller raises the returned exit."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def settings_error_exit(err: ValidationError) -> typer.Exit:
+    """Exit 2 with one ``error: VARIABLE=value: reason`` line per bad variable."""
+    for line in settings_error_lines(err):
+        typer.echo(f"error: {line}", err=True)
+    return typer.Exit(2)
+
+
+def settings_or_exit() -> Settings:
+    """The settings from the environment; a bad value is exit 2 naming the variable."""
+    try:
+        return get_settings()
+    except ValidationError as err:
+        raise settings_error_exit(err) from None
+
+
+def require_database(settings: Settings, timeout_s: float = 20.0) -> None:
+    """Exit 1 with one line (host:port, never the password) unless PostgreSQL answers."""
+    try:
+        asyncio.run(check_database(settings.database_url, timeout_s=timeout_s))
+    except DatabaseUnavailableError as err:
+        raise fail(str(err), 1) from None
+
+
+def anthropic_failure_line(err: LLMJudgeError) -> str:
+    """One line for a strict LLM judge's failure: the API's address and why.
+
+    >>> line = anthropic_failure_line(LLMJudgeError("connection_error", "http://127.0.0.1:9"))
+    >>> line.split(";")[0]
+    'cannot reach the Anthropic API at http://127.0.0.1:9 (connection_error)'
+    """
+    cause = f"{err.reason}: {err.detail}" if err.detail else err.reason
+    head = (
+        f"cannot reach the Anthropic API at {err.base_url}"
+        if err.reason in ("connection_error", "timeout")
+        else f"the Anthropic API at {err.base_url} failed"
+    )
+    return f"{head} ({cause}); --fallback rule judges such rounds with the rule judge instead"
+
+
+def failure_line(err: BaseException, settings: Settings) -> str:
+    """What a command prints for a failure it did not expect: one line naming the
+    dependency and its address (PostgreSQL, Kafka, the Anthropic API), else the error."""
+    if isinstance(err, DatabaseUnavailableError):
+        return str(err)
+    if isinstance(err, LLMJudgeError):
+        return anthropic_failure_line(err)
+    if isinstance(err, KafkaError):
+        with aiokafka_silenced():
+            return asyncio.run(kafka_failure_reason(settings, err))
+    return f"{type(err).__name__}: {err}"
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """``tipstream simulate``, ``tipstream report`` and ``tipstream demo``.
 
-Exit codes: 0 ok, 2 bad usage or bad input (a bad persona file, a bad judgments line, two
-runs that do not face the same world), 1 failure (broker, database, worker) or cancelled.
+Exit codes: 0 ok, 2 bad usage or bad input (a bad setting, a bad persona set, a bad
+judgments line, two runs that do not face the same world, the LLM judge without an API key),
+1 failure (broker, database, worker, the Anthropic API) or cancelled.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
-from aiokafka.errors import KafkaError
 
-from bandit.registry import DEFAULT_POLICY
+from judges.personas import PERSONA_SETS
 from judges.registry import DEFAULT_JUDGE, JUDGE_NAMES_TEXT, UnknownJudgeError, judge_class
-from streams.cli.failures import aiokafka_silenced, kafka_failure_reason
+from streams.cli.failures import aiokafka_silenced, fail, failure_line, settings_or_exit
 from streams.dev.demo import run_demo
-from streams.settings import get_settings
 from streams.sim.closed_loop import run_closed_loop
-from streams.sim.config import SimConfig, SimUsageError, Via
+from streams.sim.config import FALLBACKS, SimConfig, SimUsageError, Via
 from streams.sim.external import run_external_judgments, run_external_requests
 from streams.sim.load import run_load
 from streams.sim.reports import print_summary, render_report
@@ -32,11 +31,10 @@ from streams.sim.reports import print_summary, render_report
 __all__ = ["demo_command", "register", "report_command", "simulate_command"]
 
 T = TypeVar("T")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+_fail = fail
+PERSONAS_HELP = (
+    f"a shipped persona set ({', '.join(PERSONA_SETS)}) or a JSON file (default: standard)"
+)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -60,18 +58,24 @@ def _emit_json(document: Any) -> None:
 
 def simulate_command(  # noqa: PLR0917 - typer options
     policy: Annotated[
+        str | None,
+        typer.Option(
+            help="random, oracle, egreedy-v1, pooledmix-v3, ... (default: TIPSTREAM_POLICY, "
+            "the policy the worker serves)"
+        ),
+    ] = None,
+    judge: Annotated[str, typer.Option(help=JUDGE_NAMES_TEXT)] = DEFAULT_JUDGE,
+    fallback: Annotated[
         str,
         typer.Option(
-            help="random, oracle, egreedy-v1, pooledmix-v3, ... (default: the served one)"
+            help="with --judge llm: none (a judgment the LLM cannot give fails the run; no "
+            "API key is exit 2) or rule (the rule judge gives it; counted in the summary)"
         ),
-    ] = DEFAULT_POLICY,
-    judge: Annotated[str, typer.Option(help=JUDGE_NAMES_TEXT)] = DEFAULT_JUDGE,
+    ] = "none",
     users: Annotated[int, typer.Option(help="users per persona")] = 1,
     rounds: Annotated[int, typer.Option(help="rounds per user")] = 50,
     seed: Annotated[int, typer.Option(help="fixes users, moments, candidates, judge draws")] = 0,
-    personas: Annotated[
-        Path | None, typer.Option(help="persona JSON file (default: the standard five)")
-    ] = None,
+    personas: Annotated[str | None, typer.Option(help=PERSONAS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the summary")] = False,
     via: Annotated[
         str | None,
@@ -98,7 +102,10 @@ def simulate_command(  # noqa: PLR0917 - typer options
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Play synthetic personas onto the tip topics; record every judgment in sim_events."""
-    settings = get_settings()
+    settings = settings_or_exit()
+    policy = policy or settings.policy
+    if fallback not in FALLBACKS:
+        raise _fail(f"--fallback must be none or rule, not {fallback!r}", 2)
     try:
         two_phase = judge_class(judge).two_phase
     except UnknownJudgeError:
@@ -125,13 +132,14 @@ def simulate_command(  # noqa: PLR0917 - typer options
         users=users,
         rounds=rounds,
         seed=seed,
-        personas_path=str(personas) if personas is not None else None,
+        personas_path=personas,
         via=chosen_via,
         epsilon=settings.epsilon if epsilon is None else epsilon,
         concurrency=concurrency,
         rate=rate,
         duration=duration,
         max_in_flight=max_in_flight,
+        fallback=fallback,
     )
     try:
         # aiokafka logs each failed bootstrap itself; a failure ends in one line below.
@@ -184,11 +192,8 @@ def simulate_command(  # noqa: PLR0917 - typer options
         raise _fail(str(err), 2) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise _fail("cancelled; the run is marked cancelled", 1) from None
-    except KafkaError as err:  # one line that names the broker (and why it refused us)
-        with aiokafka_silenced():
-            raise _fail(run_async(kafka_failure_reason(settings, err)), 1) from None
-    except Exception as err:
-        raise _fail(f"{type(err).__name__}: {err}", 1) from None
+    except Exception as err:  # one line that names the broker, database or API, and why
+        raise _fail(failure_line(err, settings), 1) from None
     if as_json:
         _emit_json(result)
 
@@ -204,16 +209,17 @@ def report_command(
     as_json: Annotated[bool, typer.Option("--json", help="last stdout line: the figures")] = False,
 ) -> None:
     """Tables with 95% intervals and the reward curve (PNG + HTML) for a run, or two compared."""
+    settings = settings_or_exit()
     try:
         document = run_async(
-            render_report(get_settings().database_url, run_id, run_b, out, quiet=as_json)
+            render_report(settings.database_url, run_id, run_b, out, quiet=as_json)
         )
     except (LookupError, ValueError) as err:
         raise _fail(str(err), 2) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise _fail("cancelled", 1) from None
     except Exception as err:
-        raise _fail(f"{type(err).__name__}: {err}", 1) from None
+        raise _fail(failure_line(err, settings), 1) from None
     if as_json:
         _emit_json(document)
 
@@ -226,6 +232,7 @@ def demo_command(
     """Start the stack and the worker, play the five personas against the serving policy
     (TIPSTREAM_POLICY) through the worker and against random in-process (same seed), and
     report the comparison."""
+    settings_or_exit()
     try:
         code = run_demo(users=users, rounds=rounds, seed=seed)
     except KeyboardInterrupt:

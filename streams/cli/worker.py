@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import asyncpg
 import typer
 
 from schemas.migrations import migrate
-from streams.cli.failures import aiokafka_silenced, kafka_failure_reason
-from streams.settings import Settings, get_settings
-from streams.worker.sink import DatabaseUnavailableError, check_database
+from streams.cli.failures import (
+    aiokafka_silenced,
+    fail,
+    kafka_failure_reason,
+    require_database,
+    settings_or_exit,
+)
+from streams.settings import Settings
 from streams.worker.topics import TopicLayoutError, TopicReport, ensure_topics
+
+__all__ = ["register", "topics_app", "topics_ensure", "worker"]
 
 _LOG_LEVELS = {
     "crit": logging.CRITICAL,
@@ -47,21 +55,24 @@ def _ensure_topics_or_exit(settings: Settings) -> TopicReport:
         raise typer.Exit(1) from None
 
 
-def _check_database_or_exit(settings: Settings) -> None:
-    """Exit 1 with one line (address, never the password) when PostgreSQL cannot be used."""
+def _data_dir_or_exit(settings: Settings) -> None:
+    """Create faust's directory (``TIPSTREAM_DATA_DIR``); exit 1 naming it if we cannot."""
     try:
-        asyncio.run(check_database(settings.database_url))
-    except DatabaseUnavailableError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(
+            f"cannot create TIPSTREAM_DATA_DIR={settings.data_dir} "
+            f"({exc.strerror or exc}): set it to a directory this user may write",
+            1,
+        ) from None
 
 
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create missing topics and database tables; refuse if the input topics differ."""
-    settings = get_settings()
+    settings = settings_or_exit()
     report = _ensure_topics_or_exit(settings)
-    _check_database_or_exit(settings)
+    require_database(settings)
     asyncio.run(_migrate(settings.database_url))
     for name, count in report.partitions.items():
         state = "created" if name in report.created else "exists"
@@ -87,13 +98,14 @@ def worker(
     if loglevel not in _LOG_LEVELS:
         typer.echo(f"error: --loglevel must be one of {', '.join(_LOG_LEVELS)}", err=True)
         raise typer.Exit(2)
-    settings = get_settings()
+    settings = settings_or_exit()
     problem = settings.admin_token_problem()
     if problem:
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
+    _data_dir_or_exit(settings)
     _ensure_topics_or_exit(settings)
-    _check_database_or_exit(settings)
+    require_database(settings)
     try:
         tipstream = Worker(settings)
     except ValueError as exc:  # unknown policy names and the like

@@ -92,6 +92,9 @@ def run_demo(
     try:
         for line in devstack.ensure_up(quiet=True):
             print(f"demo: {line}")
+    except devstack.DevUsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except devstack.DevStackError as err:
         print(f"error: the dev stack did not start: {err}", file=sys.stderr)
         return 1

@@ -18,7 +18,12 @@ This module is the orchestration and the ``dev`` commands.
 request + a real SQL query); ``down`` stops both, politely first. The plain functions
 :func:`ensure_up`, :func:`ensure_down` and :func:`check` serve tests, bench and demo.
 
-Exit codes: 0 ok, 1 failure (with a hint), 2 bad usage.
+``up`` and ``down`` need a checkout of the repository (``dev/`` holds the broker's Maven
+project and configuration, ``var/`` its data): from an installed copy they exit 2 with one
+line saying so. ``env`` and ``status`` work anywhere.
+
+Exit codes: 0 ok, 1 failure (with a hint), 2 bad usage (no checkout, a bad
+``TIPSTREAM_DEV_*`` value).
 """
 
 from __future__ import annotations
@@ -36,20 +41,25 @@ import typer
 from streams.dev.kafka import kafka_down, kafka_pid, kafka_ready, kafka_up
 from streams.dev.local import (
     DATABASE_URL,
+    DEV_SETTINGS_ERROR,
     HOST,
     KAFKA_BOOTSTRAP,
     KAFKA_PORT,
     POSTGRES_PORT,
     VAR_DIR,
+    DevSettings,
     DevStackError,
+    DevUsageError,
+    require_checkout,
     run_async,
     say,
 )
 from streams.dev.postgres import postgres_down, postgres_pid, postgres_ready, postgres_up
-from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT
+from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT, settings_error_lines
 
 __all__ = [
     "DevStackError",
+    "DevUsageError",
     "StackStatus",
     "check",
     "dev_app",
@@ -105,8 +115,10 @@ def check(
 def ensure_up(*, quiet: bool = True) -> list[str]:
     """Start whatever is not running; return one line per server saying what was done.
 
-    Raises :class:`DevStackError` with a hint when something cannot start.
+    Raises :class:`DevStackError` with a hint when something cannot start, and
+    :class:`DevUsageError` outside a checkout of the repository.
     """
+    require_checkout()
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     lock_path = VAR_DIR / "devstack.lock"
     # Serialise concurrent `up`s (two terminals, pytest-xdist workers).
@@ -121,6 +133,7 @@ def ensure_up(*, quiet: bool = True) -> list[str]:
 
 def ensure_down() -> list[str]:
     """Stop both servers (cleanly, killing only after a timeout)."""
+    require_checkout()
     return [kafka_down(), postgres_down()]
 
 
@@ -144,7 +157,13 @@ dev_app = typer.Typer(
 
 def _fail(err: Exception) -> typer.Exit:
     print(f"dev: error: {err}", file=sys.stderr, flush=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=2 if isinstance(err, DevUsageError) else 1)
+
+
+def _dev_settings_or_exit() -> None:
+    """``env`` and ``status`` need no checkout, but valid ``TIPSTREAM_DEV_*`` settings."""
+    if DEV_SETTINGS_ERROR is not None:
+        raise _fail(DevUsageError("; ".join(settings_error_lines(DEV_SETTINGS_ERROR, DevSettings))))
 
 
 @dev_app.command()
@@ -180,6 +199,7 @@ def down() -> None:
 @dev_app.command()
 def env() -> None:
     """Print `export TIPSTREAM_...` lines for a shell: eval "$(tipstream dev env)"."""
+    _dev_settings_or_exit()
     for line in env_lines():
         print(line)
 
@@ -187,6 +207,7 @@ def env() -> None:
 @dev_app.command()
 def status() -> None:
     """Say whether each server answers; exit 1 unless both do."""
+    _dev_settings_or_exit()
     st = check()
     print(
         f"kafka    {'up' if st.kafka_ok else 'down':4} {KAFKA_BOOTSTRAP}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from streams.dev.local import (
     DEV_DIR,
     KAFKA_BOOTSTRAP,
+    KAFKA_HEAP,
     KAFKA_PORT,
     START_TIMEOUT_S,
     VAR_DIR,
@@ -59,7 +60,6 @@ __all__ = [
 
 KAFKA_VERSION = "4.1.1"  # a 4.x release on Maven Central; Kafka 4 servers need Java 17+
 KAFKA_CONTROLLER_PORT = KAFKA_PORT + 1
-KAFKA_HEAP = os.environ.get("TIPSTREAM_DEV_KAFKA_HEAP", "512m")
 KAFKA_DIR = VAR_DIR / "kafka"
 
 

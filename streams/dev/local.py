@@ -22,7 +22,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.settings import DEV_KAFKA_PORT, DEV_POSTGRES_PORT, settings_error_lines
 
 __all__ = [
     "DATABASE_URL",
@@ -30,31 +33,79 @@ __all__ = [
     "DB_PASSWORD",
     "DB_USER",
     "DEV_DIR",
+    "DEV_SETTINGS",
+    "DEV_SETTINGS_ERROR",
     "HOST",
     "KAFKA_BOOTSTRAP",
+    "KAFKA_HEAP",
     "KAFKA_PORT",
     "POSTGRES_PORT",
     "REPO_ROOT",
     "START_TIMEOUT_S",
     "STOP_TIMEOUT_S",
     "VAR_DIR",
+    "DevSettings",
     "DevStackError",
+    "DevUsageError",
     "cmdline",
     "pid_alive",
     "port_open",
     "port_owner",
     "quiet_loggers",
     "read_pid",
+    "require_checkout",
     "run_async",
     "say",
     "stop_pid",
     "tail",
 ]
 
-# The dev ports are the settings' defaults; TIPSTREAM_DEV_KAFKA_PORT / _POSTGRES_PORT move
-# them (a second checkout's stack beside the first; then `eval "$(tipstream dev env)"`).
-KAFKA_PORT = int(os.environ.get("TIPSTREAM_DEV_KAFKA_PORT", DEV_KAFKA_PORT))
-POSTGRES_PORT = int(os.environ.get("TIPSTREAM_DEV_POSTGRES_PORT", DEV_POSTGRES_PORT))
+
+class DevSettings(BaseSettings):
+    """The dev stack's own knobs (``TIPSTREAM_DEV_*``); only ``tipstream dev`` reads them.
+
+    The ports default to the settings' defaults, so the worker and the simulator need no
+    configuration; moving them (a second checkout's stack beside the first) needs
+    ``eval "$(tipstream dev env)"`` afterwards.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIPSTREAM_DEV_", extra="ignore", frozen=True)
+
+    kafka_port: int = Field(
+        default=DEV_KAFKA_PORT,
+        ge=1,
+        le=65_534,
+        description="dev stack only: the local broker's port (the controller takes the next)",
+    )
+    postgres_port: int = Field(
+        default=DEV_POSTGRES_PORT, ge=1, le=65_535, description="dev stack only: PostgreSQL's port"
+    )
+    kafka_heap: str = Field(
+        default="512m",
+        pattern=r"^[1-9][0-9]*[kKmMgG]?$",
+        description="dev stack only: the broker's Java heap (`-Xmx`)",
+    )
+    var: str | None = Field(
+        default=None,
+        description="dev stack only: where the servers keep their data, pid files and logs",
+        json_schema_extra={"doc_default": "`var/` in the checkout"},
+    )
+
+
+def _dev_settings() -> tuple[DevSettings, ValidationError | None]:
+    """The dev settings, or the defaults and why the environment's are wrong: the error is
+    raised by :func:`require_checkout` (``tipstream dev``), so a bad ``TIPSTREAM_DEV_*``
+    never breaks a command that does not use the dev stack."""
+    try:
+        return DevSettings(), None
+    except ValidationError as err:
+        return DevSettings.model_construct(), err
+
+
+DEV_SETTINGS, DEV_SETTINGS_ERROR = _dev_settings()
+KAFKA_PORT = DEV_SETTINGS.kafka_port
+POSTGRES_PORT = DEV_SETTINGS.postgres_port
+KAFKA_HEAP = DEV_SETTINGS.kafka_heap
 HOST = "127.0.0.1"
 DB_USER = DB_PASSWORD = DB_NAME = "tipstream"  # noqa: S105 - the dev stack's, on loopback
 
@@ -63,7 +114,8 @@ DATABASE_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@{HOST}:{POSTGRES_PORT}/{DB
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_DIR = REPO_ROOT / "dev"
-VAR_DIR = Path(os.environ.get("TIPSTREAM_DEV_VAR", str(REPO_ROOT / "var"))).resolve()
+VAR_DIR = Path(DEV_SETTINGS.var or str(REPO_ROOT / "var")).resolve()
+_CHECKOUT_MARKERS = ("pyproject.toml", "dev/kafka/pom.xml", "dev/kafka/server.properties.in")
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -73,6 +125,26 @@ _T = TypeVar("_T")
 
 class DevStackError(RuntimeError):
     """Something the developer must fix; the message says what and how."""
+
+
+class DevUsageError(DevStackError):
+    """The dev stack cannot be used from here at all (exit 2): no checkout, bad settings."""
+
+
+def require_checkout(root: Path = REPO_ROOT) -> None:
+    """Raise :class:`DevUsageError` unless the dev stack can run: valid ``TIPSTREAM_DEV_*``
+    settings, and a checkout of the repository (``dev/`` holds the broker's Maven project
+    and configuration; an installed copy has none of it)."""
+    if DEV_SETTINGS_ERROR is not None:
+        raise DevUsageError("; ".join(settings_error_lines(DEV_SETTINGS_ERROR, DevSettings)))
+    missing = [m for m in _CHECKOUT_MARKERS if not (root / m).is_file()]
+    if missing:
+        raise DevUsageError(
+            f"the dev stack needs a checkout of the tipstream repository (it runs from its "
+            f"dev/ directory), and this tipstream is installed at {root} without one "
+            f"({missing[-1]} is missing): run `uv run tipstream dev ...` in a clone, or use "
+            "docker compose"
+        )
 
 
 def say(message: str, *, quiet: bool) -> None:

@@ -124,7 +124,13 @@ async def run_closed_loop(
         if config.via == "inprocess"
         else None
     )
-    judge = make_judge(config.judge, llm_model=settings.llm_model)
+    judge = make_judge(
+        config.judge, llm_model=settings.llm_model, fallback=config.fallback == "rule"
+    )
+    problem = judge.usage_problem()
+    if problem is not None:
+        await judge.aclose()
+        raise SimUsageError(problem)
     total = len(personas) * config.users * config.rounds
     async with contextlib.AsyncExitStack() as stack:
         ctx = await stack.enter_async_context(

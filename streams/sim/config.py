@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 from bandit.policies.baselines import RandomPolicy
 from bandit.registry import DEFAULT_POLICY, KNOWN_TYPES_NAME, ORACLE_NAME
+from judges.llm import LLMJudge
 from judges.personas import Persona, PersonaFileError, load_personas
 from judges.registry import DEFAULT_JUDGE, UnknownJudgeError, judge_class
 from judges.world import World
 
 __all__ = [
+    "FALLBACKS",
     "IN_PROCESS_ONLY",
     "SimConfig",
     "SimFailedError",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 Via = Literal["worker", "inprocess"]
+# What the LLM judge does with a judgment it cannot give: fail the run, or ask the rule judge.
+FALLBACKS: tuple[str, ...] = ("none", "rule")
 
 # Policies the worker's /score/egreedy never serves: they play in this process only.
 IN_PROCESS_ONLY = frozenset({RandomPolicy.name, ORACLE_NAME, KNOWN_TYPES_NAME})
@@ -55,13 +59,14 @@ class SimConfig:
     users: int = 1  # per persona
     rounds: int = 10
     seed: int = 0
-    personas_path: str | None = None
+    personas_path: str | None = None  # a shipped set's name or a file; None: standard
     via: Via = "inprocess"
     epsilon: float = 0.1
     concurrency: int = 32  # users played at once
     rate: float | None = None  # load mode: Kafka messages per second
     duration: float | None = None  # load mode: seconds
     max_in_flight: int = 1000  # unacknowledged sends at most
+    fallback: str = "none"  # the LLM judge's: none (a failure fails the run) or rule
 
     def validate(self) -> None:
         try:
@@ -94,6 +99,10 @@ class SimConfig:
             raise SimUsageError("--duration must be > 0")
         if self.max_in_flight < 2:
             raise SimUsageError("max in-flight sends must be at least 2")
+        if self.fallback not in FALLBACKS:
+            raise SimUsageError(f"--fallback must be none or rule, not {self.fallback!r}")
+        if self.fallback != "none" and self.judge != LLMJudge.name:
+            raise SimUsageError("--fallback goes with --judge llm")
 
     def world_key(self, personas: Sequence[Persona]) -> dict[str, Any]:
         """What makes two runs face the same world (compared before pairing two runs)."""
@@ -115,9 +124,10 @@ def new_run_id() -> str:
     return f"sim-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def resolve_personas(path: str | None) -> list[Persona]:
+def resolve_personas(spec: str | None) -> list[Persona]:
+    """The personas of a shipped set's name (standard, alternate) or of a file."""
     try:
-        return load_personas(path)
+        return load_personas(spec)
     except PersonaFileError as err:
         raise SimUsageError(str(err)) from None
 

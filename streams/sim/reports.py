@@ -51,6 +51,13 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{f(summary['random_expected_mean_reward'])}, oracle "
             f"{f(summary['oracle_expected_mean_reward'])}, gap closed {f(summary['gap_closed'])}"
         )
+    fallbacks = summary.get("fallbacks") or {}
+    if fallbacks:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in fallbacks.items())
+        console.print(
+            f"LLM fallbacks: {sum(fallbacks.values())} of {summary['events']} judgments were "
+            f"the rule judge's ({reasons})"
+        )
     print_tables(
         console,
         "per persona",

@@ -222,6 +222,7 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
             "random_expected": (sum(expected) / len(expected)) if expected else None,
             "oracle_expected": max(expected) if expected else None,
             "action": judgment.action,
+            "fallback_reason": judgment.fallback_reason,
         }
     )
     ctx.progress.advance()

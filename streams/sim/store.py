@@ -17,6 +17,21 @@ import asyncpg
 import orjson
 
 from schemas.migrations import migrate
+from streams.worker.sink import check_database
+
+__all__ = [
+    "DATABASE_WAIT_S",
+    "EVENT_COLUMNS",
+    "EventRow",
+    "SimStore",
+    "connect_pool",
+    "fetch_events",
+    "fetch_run",
+]
+
+# How long a one-shot command (simulate, report, evaluate) waits for a database that refuses
+# connections, which may be starting, before it fails; the worker waits 20 s.
+DATABASE_WAIT_S = 10.0
 
 EVENT_COLUMNS = (
     "run_id",
@@ -99,7 +114,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect_pool(database_url: str, *, max_size: int = 4) -> asyncpg.Pool:
-    """A small pool with jsonb decoded to Python; migrations applied (idempotent)."""
+    """A small pool with jsonb decoded to Python; migrations applied (idempotent).
+
+    An unreachable database raises ``DatabaseUnavailableError`` (one line naming host:port)
+    within ``DATABASE_WAIT_S``, the worker's own probe.
+    """
+    await check_database(database_url, timeout_s=DATABASE_WAIT_S)
     pool = await asyncpg.create_pool(
         database_url, min_size=1, max_size=max_size, init=_init_connection
     )

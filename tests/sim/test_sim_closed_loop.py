@@ -147,9 +147,10 @@ async def test_cli_json_line_matches_tables(topics: Settings, pg: asyncpg.Connec
     assert set(summary) == {
         "run_id", "events", "mean_reward", "ci95_low", "ci95_high", "expected_mean_reward",
         "random_expected_mean_reward", "oracle_expected_mean_reward", "gap_closed",
-        "per_persona",
+        "per_persona", "fallbacks",
     }  # fmt: skip
     assert summary["events"] == 15
+    assert summary["fallbacks"] == {}
     await assert_summary_matches_db(pg, summary)
     run = await pg.fetchrow("SELECT config FROM sim_runs WHERE run_id = $1", summary["run_id"])
     config = json.loads(run["config"])
