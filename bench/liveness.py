@@ -1,0 +1,109 @@
+"""``python -m bench.liveness``: a long closed loop through one worker, watching for rebalances.
+
+A lone worker must keep its group however busy it is: its consumer heartbeats from faust's
+own thread, and the session timeout is Kafka's default (45 s). This runs the simulator
+through a real worker (fresh topics, the served policy, ``--users`` per persona, blocks of
+``--concurrency``) for ``--minutes``, back to back, as fast as the worker learns. Every
+second it asks ``/healthz``; any answer other than ``ok`` is an outage (``starting`` is a
+rebalance). At the end it counts the worker log's lines about lost sessions and rebalances.
+
+    uv run python -m bench.liveness --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import time
+
+import aiohttp
+
+from bench.worker_throughput import _create_topics
+from streams.dev.devstack import ensure_up
+from streams.dev.worker_process import WorkerProcess
+from streams.settings import get_settings
+from streams.sim.closed_loop import run_closed_loop
+from streams.sim.config import SimConfig
+
+_TROUBLE = re.compile(r"session expired|Heartbeat failed|rebalanc", re.IGNORECASE)
+
+
+async def _watch(url: str, outages: list[tuple[float, str]], stop: asyncio.Event) -> int:
+    samples = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while not stop.is_set():
+            try:
+                async with http.get(url + "/healthz") as response:
+                    body = await response.json(content_type=None)
+                    status = str(body.get("status"))
+            except (aiohttp.ClientError, TimeoutError) as err:
+                status = f"no answer ({type(err).__name__})"
+            samples += 1
+            if status != "ok":
+                outages.append((time.monotonic(), status))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    return samples
+
+
+async def run(args: argparse.Namespace) -> int:
+    base = get_settings()
+    settings = await _create_topics(base)
+    # Kafka's default session timeout, not the 6 s the test workers use.
+    worker = WorkerProcess(settings, loglevel="info", session_timeout_s=base.session_timeout_s)
+    async with worker:
+        stop, outages = asyncio.Event(), []
+        watcher = asyncio.create_task(_watch(worker.url, outages, stop))
+        started = time.monotonic()
+        judgments = runs = 0
+        while time.monotonic() - started < args.minutes * 60:
+            config = SimConfig(
+                policy=base.policy,
+                via="worker",
+                users=args.users,
+                rounds=args.rounds,
+                seed=runs,
+                concurrency=args.concurrency,
+                epsilon=base.epsilon,
+            )
+            summary = await run_closed_loop(worker.settings, config, quiet=True)
+            judgments += int(summary["events"])
+            runs += 1
+            elapsed = time.monotonic() - started
+            print(
+                f"liveness: {elapsed:5.0f} s, {runs} runs, {judgments} judgments "
+                f"({judgments / elapsed:.0f}/s), outages so far {len(outages)}",
+                flush=True,
+            )
+        elapsed = time.monotonic() - started
+        stop.set()
+        samples = await watcher
+    trouble = [line for line in worker.log_path.read_text(errors="replace").splitlines()
+               if _TROUBLE.search(line)]  # fmt: skip
+    print(
+        f"liveness: {elapsed:.0f} s through one worker, {judgments} judgments "
+        f"({judgments / elapsed:.0f}/s, {2 * judgments / elapsed:.0f} events/s), session "
+        f"timeout {base.session_timeout_s:.0f} s; /healthz not ok in {len(outages)} of "
+        f"{samples} samples; log lines about sessions or rebalances after start: "
+        f"{len(trouble)}"
+    )
+    for line in trouble[:20]:
+        print("  " + line[:200])
+    return 0 if not outages else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--users", type=int, default=8, help="users per persona")
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=40)
+    args = parser.parse_args()
+    ensure_up()
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
