@@ -3,11 +3,12 @@
 A lone worker must keep its group however busy it is: its consumer heartbeats from faust's
 own thread, and the session timeout is Kafka's default (45 s). This runs the simulator
 through a real worker (fresh topics, the served policy, ``--users`` per persona, blocks of
-``--concurrency``) for ``--minutes``, back to back, as fast as the worker learns. Every
+``--concurrency``) for ``--minutes``, back to back, as fast as the worker learns, beside
+load-mode traffic if asked (``--load-rate`` messages/s: the worker is busy, not waiting). Every
 second it asks ``/healthz``; any answer other than ``ok`` is an outage (``starting`` is a
 rebalance). At the end it counts the worker log's lines about lost sessions and rebalances.
 
-    uv run python -m bench.liveness --minutes 10
+    uv run python -m bench.liveness --minutes 10 --load-rate 2000
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streams.dev.worker_process import WorkerProcess
 from streams.settings import get_settings
 from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig
+from streams.sim.load import run_load
 
 _TROUBLE = re.compile(r"session expired|Heartbeat failed|rebalanc", re.IGNORECASE)
 
@@ -56,6 +58,13 @@ async def run(args: argparse.Namespace) -> int:
     async with worker:
         stop, outages = asyncio.Event(), []
         watcher = asyncio.create_task(_watch(worker.url, outages, stop))
+        load = None
+        if args.load_rate:
+            # Open-loop traffic beside the closed loop, so the worker is busy, not waiting.
+            background = SimConfig(
+                policy="random", users=100, rate=args.load_rate, duration=args.minutes * 60
+            )
+            load = asyncio.create_task(run_load(settings, background, quiet=True, record=False))
         started = time.monotonic()
         judgments = runs = 0
         while time.monotonic() - started < args.minutes * 60:
@@ -78,6 +87,12 @@ async def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         elapsed = time.monotonic() - started
+        loaded = ""
+        if load is not None:
+            result = await load
+            loaded = (
+                f"; beside it, load mode sent {result.messages} messages at {args.load_rate:.0f}/s"
+            )
         stop.set()
         samples = await watcher
     trouble = [line for line in worker.log_path.read_text(errors="replace").splitlines()
@@ -87,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
         f"({judgments / elapsed:.0f}/s, {2 * judgments / elapsed:.0f} events/s), session "
         f"timeout {base.session_timeout_s:.0f} s; /healthz not ok in {len(outages)} of "
         f"{samples} samples; log lines about sessions or rebalances after start: "
-        f"{len(trouble)}"
+        f"{len(trouble)}{loaded}"
     )
     for line in trouble[:20]:
         print("  " + line[:200])
@@ -100,6 +115,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=8, help="users per persona")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=40)
+    parser.add_argument(
+        "--load-rate", type=float, default=0.0, help="also send load-mode messages/s beside it"
+    )
     args = parser.parse_args()
     ensure_up()
     return asyncio.run(run(args))
