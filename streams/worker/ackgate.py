@@ -17,6 +17,14 @@ and the worker seeks the partition back to the hole (``Worker.reread_holes``). P
 idempotent, so reading again is safe. After a rebalance faust seeks to the committed offsets
 itself, and the gate starts afresh.
 
+The gate also keeps each partition's events *in order* for the pipeline (``admit``): an event
+beyond a hole is held back, not processed, until the hole's own offset has come round. Order
+matters where the first of two events wins: a second feedback with the event id of the first
+(and other content) was once learned from because faust had dropped the first, the one right
+after the committed offset, and the watchdog read it again only later. Offsets that are not
+consecutive for a good reason (a transactional producer's markers, a compacted topic) would
+hold a partition for ever: the input topics take neither.
+
 >>> gate = AckGate({"shown"}, start=lambda tp: 0)
 >>> m = lambda offset: _Msg("shown", 0, offset)
 >>> gate.mark_processed([("shown", 0, 0), ("shown", 0, 1), ("shown", 0, 3)])
@@ -33,14 +41,19 @@ itself, and the gate starts afresh.
 >>> gate.mark_processed([("shown", 0, 4), ("shown", 0, 5)])
 >>> gate.allow(m(4)), gate.allow(m(5))           # below the hole: the run starts at 4
 (True, True)
+>>> gate = AckGate({"shown"}, start=lambda tp: 7)   # committed at 7
+>>> [r.offset for r in gate.admit([m(8), m(9)])]    # 7 never reached us: hold 8 and 9
+[]
+>>> [r.offset for r in gate.admit([m(7), m(8), m(9)])]   # read again from 7, in order
+[7, 8, 9]
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from faust.types import TP
 
@@ -51,6 +64,18 @@ log = logging.getLogger(__name__)
 Offset = tuple[str, int, int]  # topic, partition, offset
 
 
+class _Record(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Record)
+
+
 @dataclass(frozen=True, slots=True)
 class _Msg:  # the three attributes of faust's Message the gate reads (doctest helper)
     topic: str
@@ -59,7 +84,7 @@ class _Msg:  # the three attributes of faust's Message the gate reads (doctest h
 
 
 class AckGate:
-    __slots__ = ("_holes", "_last", "_processed", "_sources", "_start")
+    __slots__ = ("_admitted", "_holes", "_last", "_processed", "_sources", "_start")
 
     def __init__(
         self,
@@ -74,6 +99,30 @@ class AckGate:
         self._processed: set[Offset] = set()
         self._last: dict[tuple[str, int], int] = {}  # last offset let through
         self._holes: dict[tuple[str, int], int] = {}  # first offset not processed
+        self._admitted: dict[tuple[str, int], int] = {}  # next offset the pipeline may take
+
+    def admit(self, batch: Sequence[R]) -> list[R]:
+        """The events of ``batch`` the pipeline may process now, in each partition's order.
+
+        An event is admitted if it is the next offset of its partition, or one the pipeline
+        has seen before (read again after a seek: processing is idempotent). One beyond the
+        next offset means an event never reached us: it and everything after it in its
+        partition are held back (never marked processed, so never acknowledged), the hole is
+        opened, and the watchdog's seek brings them round again in order.
+        """
+        admitted: list[R] = []
+        for record in batch:
+            tp = (record.topic, record.partition)
+            expected = self._admitted.get(tp)
+            if expected is None:
+                expected = self.next_offset(tp)  # the committed offset, or the log's start
+            if expected is None or record.offset == expected:
+                self._admitted[tp] = record.offset + 1
+            elif record.offset > expected:
+                self._open_hole(tp, expected)
+                continue
+            admitted.append(record)
+        return admitted
 
     def mark_processed(self, offsets: Iterable[Offset]) -> None:
         self._processed.update(offsets)
@@ -128,6 +177,7 @@ class AckGate:
         self._processed.clear()
         self._last.clear()
         self._holes.clear()
+        self._admitted.clear()
 
     def install(self, consumer: Any, log_start: Mapping[Any, int] | None = None) -> None:
         """Wrap ``consumer.ack`` (called by faust for every message's final ack).

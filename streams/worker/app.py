@@ -327,9 +327,11 @@ class Worker:
 
     async def process_batch(self, batch: list[RawEvent]) -> None:
         await self._learn_log_starts(batch)
-        await self.pipeline.handle(batch)
+        # Each partition in order: what lies beyond a hole waits for the re-read.
+        admitted = self.ack_gate.admit(batch)
+        await self.pipeline.handle(admitted)
         # Only now may faust commit these offsets (see streams/ackgate.py).
-        self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in batch)
+        self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
 
     # -- ownership and routing ---------------------------------------------------------
 

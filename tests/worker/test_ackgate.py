@@ -100,3 +100,32 @@ def test_a_never_committed_partition_begins_at_the_log_start() -> None:
     assert consumer.ack(late) is False
     assert gate.holes() == {("t", 0): 0}
     assert gate.next_offset(("t", 0)) == 0
+
+
+def test_admit_holds_a_partition_beyond_its_hole_and_keeps_the_others_going() -> None:
+    # The bug this guards against: faust dropped offset 7 (the first feedback), delivered 8
+    # (a second feedback with the same event id and other content), and 8 was learned from.
+    gate = AckGate({"t"}, start=lambda tp: 7 if tp == ("t", 0) else 0)
+    batch = [_Msg("t", 0, 8), _Msg("t", 1, 0), _Msg("t", 0, 9), _Msg("t", 1, 1)]
+    assert gate.admit(batch) == [_Msg("t", 1, 0), _Msg("t", 1, 1)]
+    assert gate.holes() == {("t", 0): 7}
+    gate.mark_processed([("t", 1, 0), ("t", 1, 1)])
+    for m in batch:  # faust acknowledges the whole batch: the held ones stay unacked
+        gate.allow(m)
+    assert gate.next_offset(("t", 0)) == 7
+    assert gate.admit([_Msg("t", 0, 9)]) == []  # still beyond the hole
+    again = [_Msg("t", 0, 7), _Msg("t", 0, 8), _Msg("t", 0, 9)]  # after the seek back
+    assert gate.admit(again) == again
+    gate.mark_processed([(m.topic, m.partition, m.offset) for m in again])
+    assert [gate.allow(m) for m in again] == [True, True, True]
+    assert gate.holes() == {}
+
+
+def test_admit_takes_what_it_has_seen_before_and_starts_afresh_after_a_rebalance() -> None:
+    gate = AckGate({"t"}, start=lambda tp: 0)
+    first = [_Msg("t", 0, 0), _Msg("t", 0, 1)]
+    assert gate.admit(first) == first
+    assert gate.admit([_Msg("t", 0, 1)]) == [_Msg("t", 0, 1)]  # read again: idempotent
+    gate.reset()  # a rebalance: faust seeks to the committed offset (0 here)
+    assert gate.admit([_Msg("t", 0, 1)]) == []
+    assert gate.admit(first) == first
