@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,9 @@ class WorkerChooser:
     attempts = 8
     first_backoff_s = 0.25
     max_backoff_s = 8.0
+    # A block of users waiting on a busy worker retries together: one line per interval
+    # tells what happened without a line per user per retry.
+    retry_log_every_s = 5.0
 
     def __init__(
         self, settings: Settings, policy_name: str, run_id: str, session: aiohttp.ClientSession
@@ -150,6 +154,8 @@ class WorkerChooser:
         self.session = session
         self.shared = None
         self.retries: Counter[int] = Counter()  # worker answers retried, by status
+        self._unlogged: Counter[int] = Counter()  # retries since the last log line
+        self._logged_at = -float("inf")
 
     def new_user_state(self, persona: Persona) -> Any:
         return None
@@ -222,11 +228,7 @@ class WorkerChooser:
             if attempt == self.attempts:
                 break
             self.retries[status] += 1
-            log.warning(
-                "worker answered %s for %s (%s); retrying in %.2fs (attempt %d of %d)",
-                status or "no connection", user.user_id, answer.get("error", answer),
-                backoff, attempt, self.attempts - 1,
-            )  # fmt: skip
+            self._log_retry(status, user, answer, backoff, attempt)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
         if status == 504:
@@ -239,6 +241,25 @@ class WorkerChooser:
         raise SimFailedError(
             f"worker answered {status} for {user.user_id} {self.attempts} times: {answer}"
         )
+
+    def _log_retry(
+        self, status: int, user: SimUser, answer: dict[str, Any], backoff: float, attempt: int
+    ) -> None:
+        self._unlogged[status] += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.retry_log_every_s:
+            return
+        counts = ", ".join(
+            f"{n} × {s or 'no connection'}" for s, n in sorted(self._unlogged.items())
+        )
+        log.warning(
+            "worker answered %s for %s (%s); retrying in %.2fs (attempt %d of %d); "
+            "retries since the last such line: %s",
+            status or "no connection", user.user_id, answer.get("error", answer),
+            backoff, attempt, self.attempts - 1, counts,
+        )  # fmt: skip
+        self._unlogged.clear()
+        self._logged_at = now
 
     def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
         """The worker learns from the feedback we publish."""

@@ -83,7 +83,26 @@ async def test_503_and_504_are_retried_and_logged(
     assert index == 1
     assert workers[0].calls == 4
     assert chooser.retries == {503: 2, 504: 1}
-    assert sum("retrying in" in r.getMessage() for r in caplog.records) == 3
+    # Within one log interval: one line, which counts what it summarises.
+    lines = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(lines) == 1
+    assert "503 for u0" in lines[0]
+    assert "1 × 503" in lines[0]
+
+
+async def test_every_retry_is_a_line_when_the_interval_is_zero(
+    serve: tuple[Settings, list[FakeWorker]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(WorkerChooser, "retry_log_every_s", 0.0)
+    settings, workers = serve
+    workers.append(FakeWorker([503, 503, 504]))
+    with caplog.at_level(logging.WARNING):
+        await choose(settings)
+    lines = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(lines) == 3
+    assert "1 × 504" in lines[2]
 
 
 async def test_retries_are_bounded(serve: tuple[Settings, list[FakeWorker]]) -> None:
