@@ -41,7 +41,8 @@ demo: up
 	$(UV) run tipstream demo
 
 bench: up
-	$(UV) run python -m bench
+	$(UV) sync --frozen --group bench
+	$(UV) run --group bench python -m bench
 
 env: setup
 	@$(UV) run tipstream dev env

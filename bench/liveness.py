@@ -6,7 +6,8 @@ through a real worker (fresh topics, the served policy, ``--users`` per persona,
 ``--concurrency``) for ``--minutes``, back to back, as fast as the worker learns, beside
 load-mode traffic if asked (``--load-rate`` messages/s: the worker is busy, not waiting). Every
 second it asks ``/healthz``; any answer other than ``ok`` is an outage (``starting`` is a
-rebalance). At the end it counts the worker log's lines about lost sessions and rebalances.
+rebalance), and reads the worker's resident memory (``VmRSS``) to show whether it grows. At the
+end it counts the worker log's lines about lost sessions and rebalances.
 
     uv run python -m bench.liveness --minutes 10 --load-rate 2000
 """
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import re
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -32,8 +34,24 @@ from streams.sim.load import run_load
 _TROUBLE = re.compile(r"session expired|Heartbeat failed|rebalanc", re.IGNORECASE)
 
 
-async def _watch(url: str, outages: list[tuple[float, str]], stop: asyncio.Event) -> int:
+def _rss_mib(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else None
+
+
+async def _watch(
+    url: str,
+    pid: int,
+    outages: list[tuple[float, str]],
+    rss: list[tuple[float, float]],
+    stop: asyncio.Event,
+) -> int:
     samples = 0
+    started = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         while not stop.is_set():
             try:
@@ -45,6 +63,9 @@ async def _watch(url: str, outages: list[tuple[float, str]], stop: asyncio.Event
             samples += 1
             if status != "ok":
                 outages.append((time.monotonic(), status))
+            mib = _rss_mib(pid)
+            if mib is not None:
+                rss.append((time.monotonic() - started, mib))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
     return samples
@@ -56,8 +77,9 @@ async def run(args: argparse.Namespace) -> int:
     # Kafka's default session timeout, not the 6 s the test workers use.
     worker = WorkerProcess(settings, loglevel="info", session_timeout_s=base.session_timeout_s)
     async with worker:
-        stop, outages = asyncio.Event(), []
-        watcher = asyncio.create_task(_watch(worker.url, outages, stop))
+        stop, outages, rss = asyncio.Event(), [], []
+        assert worker.process is not None
+        watcher = asyncio.create_task(_watch(worker.url, worker.process.pid, outages, rss, stop))
         load = None
         if args.load_rate:
             # Open-loop traffic beside the closed loop, so the worker is busy, not waiting.
@@ -104,6 +126,15 @@ async def run(args: argparse.Namespace) -> int:
         f"{samples} samples; log lines about sessions or rebalances after start: "
         f"{len(trouble)}{loaded}"
     )
+    if rss:
+        # The peak resident memory of each minute: flat means no growth.
+        by_minute: dict[int, float] = {}
+        for at, mib in rss:
+            by_minute[int(at // 60)] = max(by_minute.get(int(at // 60), 0.0), mib)
+        print(
+            "liveness: worker RSS, peak MiB per minute: "
+            + ", ".join(f"{mib:.0f}" for _, mib in sorted(by_minute.items()))
+        )
     for line in trouble[:20]:
         print("  " + line[:200])
     return 0 if not outages else 1

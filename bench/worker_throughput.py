@@ -1,7 +1,9 @@
 """Events per second, measured in one run on the same pre-filled topics:
 
 1. raw aiokafka ``getmany`` + orjson decode of the feedback topic (the ceiling);
-2. a naive faust agent updating one table entry per event (the baseline);
+2. peers over both topics (``bench.peers``): faust's empty agent, a naive faust agent updating
+   one table entry per event, and quixstreams doing that naive per-user job with RocksDB
+   state, exactly-once and at-least-once (``uv sync --group bench``);
 3. the tipstream worker: shows and feedback to state and ``tip_feedback`` rows, serving the
    default policy (``pooledmix-v3``, a mixture of 15 pooled types) and then ``egreedy-v1``.
 """
@@ -142,9 +144,11 @@ async def raw_consume(settings: Settings, topic: str, expected: int, validate: b
         await consumer.stop()
 
 
-def naive_faust(settings: Settings, expected: int) -> float:
+def peer(settings: Settings, module: str, mode: str, expected: int) -> float:
+    """Seconds a ``bench.peers`` subprocess took from its first to its ``expected``-th event."""
+    app_id = f"{settings.app_id}-{module}-{mode}"
     result = subprocess.run(
-        [sys.executable, "-m", "bench.naive_faust", f"{settings.app_id}-naive", str(expected)],
+        [sys.executable, "-m", f"bench.peers.{module}", mode, app_id, str(expected)],
         env=child_env(settings),
         capture_output=True,
         timeout=600,
@@ -154,7 +158,7 @@ def naive_faust(settings: Settings, expected: int) -> float:
     for line in (result.stdout + result.stderr).decode().splitlines():
         if '{"events"' in line:
             return float(orjson.loads(line[line.index('{"events"') :].strip())["seconds"])
-    raise RuntimeError(f"naive faust agent failed:\n{result.stderr.decode()[-3000:]}")
+    raise RuntimeError(f"peer {module} {mode} failed:\n{result.stderr.decode()[-3000:]}")
 
 
 async def tipstream_worker(settings: Settings, expected_rows: int, policy: str) -> float:
@@ -201,7 +205,13 @@ async def run_worker_bench(
     await _fill(settings, shows, feedback)
     raw_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=False)
     validated_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=True)
-    naive_s = naive_faust(settings, 2 * pairs)
+    events = 2 * pairs
+    peers = {
+        "faust_empty_agent_eps": peer(settings, "faust_agent", "empty", events),
+        "naive_faust_table_eps": peer(settings, "faust_agent", "table", events),
+        "quix_exactly_once_eps": peer(settings, "quix_app", "exactly-once", events),
+        "quix_at_least_once_eps": peer(settings, "quix_app", "at-least-once", events),
+    }
     # The shipped default policy, then egreedy-v1 (the cheapest learner, the figure of
     # earlier records); the second worker finds the rows already written (ON CONFLICT).
     worker_s = await tipstream_worker(settings, pairs, DEFAULT_POLICY)
@@ -209,13 +219,12 @@ async def run_worker_bench(
     rates = {
         "raw_aiokafka_orjson_eps": pairs / raw_s,
         "raw_aiokafka_validated_eps": pairs / validated_s,
-        "naive_faust_table_eps": 2 * pairs / naive_s,
-        "tipstream_worker_eps": 2 * pairs / worker_s,
-        "tipstream_worker_egreedy_v1_eps": 2 * pairs / worker_v1_s,
+        **{name: events / seconds for name, seconds in peers.items()},
+        "tipstream_worker_eps": events / worker_s,
+        "tipstream_worker_egreedy_v1_eps": events / worker_v1_s,
     }
-    rates["worker_vs_naive_faust"] = rates["tipstream_worker_eps"] / rates["naive_faust_table_eps"]
-    rates["worker_egreedy_v1_vs_naive_faust"] = (
-        rates["tipstream_worker_egreedy_v1_eps"] / rates["naive_faust_table_eps"]
-    )
+    for worker in ("tipstream_worker", "tipstream_worker_egreedy_v1"):
+        for baseline in ("quix_exactly_once", "faust_empty_agent", "naive_faust_table"):
+            rates[f"{worker}_vs_{baseline}"] = rates[f"{worker}_eps"] / rates[f"{baseline}_eps"]
     rates["worker_vs_raw"] = rates["tipstream_worker_eps"] / rates["raw_aiokafka_orjson_eps"]
     return rates

@@ -1,0 +1,159 @@
+"""``python -m bench.layers``: what each layer of the worker's own path costs per event, in
+memory (no Kafka, no database), and the bytes a user's record takes.
+
+The events are those of ``bench worker`` (``--pairs`` show/feedback pairs over ``--users``),
+in batches of ``TIPSTREAM_BATCH_MAX``, through the real ``Pipeline`` over a dict store with
+sinks that only count. Layers, each timed alone over the same events:
+
+- decode: ``schemas.events`` validation of every event's bytes;
+- learn: the serving policy's ``update`` for every reward, in-process;
+- record encode: ``UserRecord.encode`` of every record the pipeline stored (one per changelog
+  write);
+- pipeline: the whole ``Pipeline.handle`` (decode, group, join, reward, learn, rows out,
+  records stored), the sum of the above and the rest.
+
+Then the record of one user with 70 settled tips (a week at 10 a day): its bytes, the bytes of
+its guards, and of its policy state.
+
+    uv run python -m bench.layers --policy pooledmix-v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bandit.base import Moment, Task
+from bench.worker_throughput import make_events
+from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
+from streams.settings import Settings
+from streams.worker.app import build_policies
+from streams.worker.joiner import FeedbackRow, Joiner
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.partitioning import partition_for
+from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.worker.state import UserRecord
+
+T0_MS = 1_700_000_000_000
+
+
+class _Sinks:
+    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
+        return None
+
+    async def send(self, letter: DeadLetter) -> None:
+        raise RuntimeError(f"unexpected dead letter: {letter.code} {letter.detail}")
+
+
+class _CountingStore(dict[str, bytes]):
+    writes = 0
+    written_bytes = 0
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.writes += 1
+        self.written_bytes += len(value)
+        super().__setitem__(key, value)
+
+
+def _raw_events(settings: Settings, pairs: int, users: int) -> list[RawEvent]:
+    shows, feedback = make_events(pairs, users)
+    raws = []
+    for topic, events in ((settings.topic_shown, shows), (settings.topic_feedback, feedback)):
+        for offset, (key, value) in enumerate(events):
+            partition = partition_for(key.decode(), settings.partitions)
+            raws.append(RawEvent(topic, partition, offset, T0_MS + offset, key, value))
+    return raws
+
+
+def _per_event_us(seconds: float, events: int) -> float:
+    return seconds / events * 1e6
+
+
+async def layers(settings: Settings, pairs: int, users: int) -> dict[str, float]:
+    raws = _raw_events(settings, pairs, users)
+    n = len(raws)
+    started = time.perf_counter()
+    for raw in raws:
+        decode = decode_shown if raw.topic == settings.topic_shown else decode_feedback
+        decode(raw.value, settings.max_event_bytes)
+    decode_us = _per_event_us(time.perf_counter() - started, n)
+
+    store = _CountingStore()
+    sinks = _Sinks()
+    pipeline = Pipeline(settings, build_policies(settings), store, sinks, sinks, WorkerMetrics())
+    started = time.perf_counter()
+    for i in range(0, n, settings.batch_max):
+        await pipeline.handle(raws[i : i + settings.batch_max])
+    pipeline_us = _per_event_us(time.perf_counter() - started, n)
+
+    records = [UserRecord.decode(blob) for blob in store.values()]
+    started = time.perf_counter()
+    for record in records:
+        record.encode()
+    encode_us = (time.perf_counter() - started) / len(records) * 1e6 * store.writes / n
+
+    policy = build_policies(settings)[0]
+    shared, states = policy.new_shared(), [policy.new_user() for _ in range(users)]
+    started = time.perf_counter()
+    for i in range(pairs):
+        task = Task(f"t{i}", 1 + i % 4, i % 3 == 0, float(i % 20))
+        policy.update(states[i % users], shared, Moment(i % 24, i % 7), task, 0.5)
+    learn_us = _per_event_us(time.perf_counter() - started, n)
+    return {
+        "pipeline_us_per_event": pipeline_us,
+        "pipeline_events_per_s": 1e6 / pipeline_us,
+        "decode_us_per_event": decode_us,
+        "learn_us_per_event": learn_us,
+        "record_encode_us_per_event": encode_us,
+        "other_us_per_event": pipeline_us - decode_us - learn_us - encode_us,
+        "changelog_writes_per_event": store.writes / n,
+        "bytes_per_changelog_write": store.written_bytes / store.writes,
+    }
+
+
+def week_of_tips(settings: Settings, tips: int = 70) -> dict[str, float]:
+    """One user's record after ``tips`` settled tips."""
+    policies = build_policies(settings)
+    shows, feedback = make_events(tips, 1)
+    events: list[tuple[TipShown | TipFeedback, int]] = []
+    for (_, show), (_, answer) in zip(shows, feedback, strict=True):
+        shown, answered = decode_shown(show), decode_feedback(answer)
+        assert isinstance(shown, TipShown)
+        assert isinstance(answered, TipFeedback)
+        events += [(shown, T0_MS), (answered, T0_MS)]
+    shared: dict[str, Any] = {p.name: p.new_shared() for p in policies}
+    shared = {name: pool for name, pool in shared.items() if pool is not None}
+    record = UserRecord()
+    Joiner(policies, reward_wait_ms=86_400_000).process(record, "u", events, T0_MS, shared)
+    blob = record.encode()
+    policy_bytes = sum(len(b) + len(name) + 5 for name, b in record.policy_blobs.items())
+    without_guards = UserRecord(record.pulls, record.reward_milli_sum, record.last_updated_ms)
+    without_guards.policy_blobs = record.policy_blobs
+    guard_bytes = len(blob) - len(without_guards.encode())
+    return {
+        "settled_tips": len(record.settled),
+        "record_bytes": len(blob),
+        "guard_bytes_per_settled_tip": guard_bytes / len(record.settled),
+        "policy_state_bytes": policy_bytes,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy", default=None, help="serving policy (default: the setting)")
+    parser.add_argument("--pairs", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=2_000)
+    args = parser.parse_args()
+    settings = Settings() if args.policy is None else Settings(policy=args.policy)
+    figures = {**asyncio.run(layers(settings, args.pairs, args.users)), **week_of_tips(settings)}
+    print(f"bench.layers: {settings.policy}, {args.pairs} pairs over {args.users} users")
+    for name, value in figures.items():
+        print(f"  {name:<32} {value:>12,.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
