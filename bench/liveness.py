@@ -9,7 +9,7 @@ second it asks ``/healthz``; any answer other than ``ok`` is an outage (``starti
 rebalance), and reads the worker's resident memory (``VmRSS``) to show whether it grows. At the
 end it counts the worker log's lines about lost sessions and rebalances.
 
-    uv run python -m bench.liveness --minutes 10 --load-rate 2000
+    uv run python -m bench.liveness --minutes 10 --load-rate 1200 --load-users 2000
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ async def run(args: argparse.Namespace) -> int:
         if args.load_rate:
             # Open-loop traffic beside the closed loop, so the worker is busy, not waiting.
             background = SimConfig(
-                policy="random", users=100, rate=args.load_rate, duration=args.minutes * 60
+                policy="random",
+                users=args.load_users,
+                rate=args.load_rate,
+                duration=args.minutes * 60,
             )
             load = asyncio.create_task(run_load(settings, background, quiet=True, record=False))
         started = time.monotonic()
@@ -148,6 +151,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=40)
     parser.add_argument(
         "--load-rate", type=float, default=0.0, help="also send load-mode messages/s beside it"
+    )
+    parser.add_argument(
+        "--load-users",
+        type=int,
+        default=2000,
+        help="load-mode users per persona: many, so each user's record stays the size of a "
+        "week of tips (a few users at a high rate grow records of hundreds of guards)",
     )
     args = parser.parse_args()
     ensure_up()

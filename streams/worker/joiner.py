@@ -20,7 +20,14 @@ from typing import Any
 from bandit.base import Moment, Policy, Task
 from bandit.reward import LEGACY_ACTIONS, infer_reward, reward_milli
 from schemas.events import TipFeedback, TipShown
-from streams.worker.state import PendingFeedback, PendingShow, Settled, UserRecord, user_state
+from streams.worker.state import (
+    PendingFeedback,
+    PendingShow,
+    Settled,
+    UserRecord,
+    event_key,
+    user_state,
+)
 
 __all__ = [
     "APPLIED",
@@ -208,7 +215,7 @@ class Joiner:
             return
         settled = record.settled.get(tip)
         if settled is not None:
-            if settled.kind == APPLIED and settled.event_id == feedback.event_id:
+            if settled.kind == APPLIED and settled.event == event_key(feedback.event_id):
                 # Re-delivery of the feedback we learned from: rewrite its row, learn nothing.
                 result.rows.append(
                     _row(
@@ -265,7 +272,7 @@ class Joiner:
         record.last_updated_ms = feedback.occurred_at_ms
         record.settled[tip] = Settled(
             APPLIED,
-            feedback.event_id,
+            event_key(feedback.event_id),
             milli,
             dwell_ms,
             show.policy,
@@ -294,7 +301,7 @@ class Joiner:
                 record.reward_milli_sum += milli
                 record.last_updated_ms = show.deadline_ms
             record.settled[tip] = Settled(
-                EXPIRED, show.event_id, milli, None, show.policy, show.propensity, now_ms
+                EXPIRED, event_key(show.event_id), milli, None, show.policy, show.propensity, now_ms
             )
             result.rows.append(
                 FeedbackRow(
@@ -320,7 +327,7 @@ class Joiner:
                 result.rows.append(_row(tip, user_id, EXPIRED, waiting, None))
                 result.outcomes.append(EXPIRED)
             record.settled[tip] = Settled(
-                EXPIRED, queue[0].event_id, None, None, None, None, now_ms
+                EXPIRED, event_key(queue[0].event_id), None, None, None, None, now_ms
             )
             result.changed = True
         self._forget_old_guards(user)

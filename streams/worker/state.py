@@ -16,10 +16,21 @@ that start with ``\\x1e`` held them in earlier versions; the worker deletes them
 >>> again = UserRecord.decode(record.encode())
 >>> again.pending_shows["t1"].propensity, again.policy_blobs
 (0.9, {'egreedy-v1': b'\\x00\\x01'})
+
+Guards are packed binary, about 40 bytes and the tip id per settled tip (JSON took about
+107): the event id is kept as its 8-byte BLAKE2b digest, since the guard only asks "the same
+event or another one?" (two ids of one tip colliding has odds of about 2⁻⁶⁴), and the policy
+as an index into the record's list of policy names.
+
+>>> record.settled["t0"] = Settled("applied", event_key("f0"), 750, 30000, "egreedy-v1", 0.9, 7)
+>>> UserRecord.decode(record.encode()).settled["t0"] == record.settled["t0"]
+True
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +47,7 @@ __all__ = [
     "PendingShow",
     "Settled",
     "UserRecord",
+    "event_key",
     "is_legacy_shared_key",
     "key_partition",
     "user_key",
@@ -44,10 +56,23 @@ __all__ = [
 
 SIM_SEPARATOR = "\x1f"
 LEGACY_SHARED_PREFIX = "\x1e"  # pooled priors were stored under such keys before 2026-12
-_FORMAT = 2  # 2: guards stamped with stream time, and the per-user guard floor
-_LEGACY_FORMATS = frozenset({1})  # 1: guards stamped with payload times (restamped on read)
+_FORMAT = 3  # 3: guards packed binary after the JSON
+# 2: guards as JSON rows, stamped with stream time, and the per-user guard floor;
+# 1: the same, stamped with payload times (restamped on read).
+_LEGACY_FORMATS = frozenset({1, 2})
 _HEADER = struct.Struct("<BI")  # format version, JSON length
 _BLOB = struct.Struct("<BI")  # name length, blob length
+_GUARDS = struct.Struct("<I")  # how many guards follow the JSON
+# tip id length; event key, kind, reward (milli), dwell, policy index, propensity, at_ms
+_TIP_LENGTH = struct.Struct("<H")
+_GUARD = struct.Struct("<8sBhqBdq")
+_KINDS = ("applied", "expired")
+_NO_REWARD, _NO_DWELL, _NO_POLICY = -32768, -1, 255
+
+
+def event_key(event_id: str) -> bytes:
+    """What a guard keeps of an event id: its 8-byte BLAKE2b digest."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
 
 
 def user_key(user_id: str, run_id: str | None) -> str:
@@ -101,14 +126,15 @@ class PendingFeedback:
 class Settled:
     """A tip whose one learnable feedback is decided: the idempotence guard.
 
-    ``kind`` is ``applied`` (learned from ``event_id``) or ``expired`` (no feedback in time).
-    The row fields are kept so that a replay rewrites the very same ``tip_feedback`` row.
+    ``kind`` is ``applied`` (learned from the event whose :func:`event_key` is ``event``) or
+    ``expired`` (no feedback in time; ``event`` is then the show's). The row fields are kept
+    so that a replay rewrites the very same ``tip_feedback`` row.
     ``at_ms`` is the *stream time* (Kafka record time) at which the tip was settled; -1 for a
     guard read from a format-1 record, whose time was a payload time: it is stamped anew.
     """
 
     kind: str
-    event_id: str
+    event: bytes  # event_key(the event id)
     reward_milli: int | None
     dwell_ms: int | None
     policy: str | None
@@ -134,6 +160,7 @@ class UserRecord:
         return min(deadlines, default=None)
 
     def encode(self) -> bytes:
+        policies = sorted({g.policy for g in self.settled.values() if g.policy is not None})
         document = orjson.dumps(
             {
                 "p": self.pulls,
@@ -141,11 +168,28 @@ class UserRecord:
                 "u": self.last_updated_ms,
                 "s": {t: _show_row(s) for t, s in self.pending_shows.items()},
                 "f": {t: [_feedback_row(f) for f in w] for t, w in self.pending_feedback.items()},
-                "g": {t: _settled_row(s) for t, s in self.settled.items()},
+                "gp": policies,
                 "w": self.guard_floor_ms,
             }
         )
-        parts = [_HEADER.pack(_FORMAT, len(document)), document]
+        parts = [_HEADER.pack(_FORMAT, len(document)), document, _GUARDS.pack(len(self.settled))]
+        index = {name: i for i, name in enumerate(policies)}
+        pack_tip, pack_guard = _TIP_LENGTH.pack, _GUARD.pack
+        for tip, g in self.settled.items():
+            encoded_tip = tip.encode()
+            parts += [
+                pack_tip(len(encoded_tip)),
+                encoded_tip,
+                pack_guard(
+                    g.event,
+                    _KINDS.index(g.kind),
+                    _NO_REWARD if g.reward_milli is None else g.reward_milli,
+                    _NO_DWELL if g.dwell_ms is None else g.dwell_ms,
+                    _NO_POLICY if g.policy is None else index[g.policy],
+                    math.nan if g.propensity is None else g.propensity,
+                    g.at_ms,
+                ),
+            ]
         for name, blob in self.policy_blobs.items():
             encoded_name = name.encode()
             parts += [_BLOB.pack(len(encoded_name), len(blob)), encoded_name, blob]
@@ -158,8 +202,12 @@ class UserRecord:
             raise ValueError(f"unknown user record format {version}")
         start = _HEADER.size
         document = orjson.loads(data[start : start + length])
-        blobs: dict[str, bytes] = {}
         offset = start + length
+        if version == _FORMAT:
+            settled, offset = _unpack_guards(data, offset, document["gp"])
+        else:
+            settled = {t: _legacy_guard(row, version) for t, row in document["g"].items()}
+        blobs: dict[str, bytes] = {}
         while offset < len(data):
             name_length, blob_length = _BLOB.unpack_from(data, offset)
             offset += _BLOB.size
@@ -169,9 +217,6 @@ class UserRecord:
             offset += blob_length
         if offset != len(data):
             raise ValueError("truncated user record")
-        if version == 1:
-            for row in document["g"].values():
-                row[6] = -1  # a payload time: never compare it with stream time
         return cls(
             pulls=document["p"],
             reward_milli_sum=document["r"],
@@ -180,10 +225,41 @@ class UserRecord:
             pending_feedback={
                 t: [PendingFeedback(*row) for row in rows] for t, rows in document["f"].items()
             },
-            settled={t: Settled(*row) for t, row in document["g"].items()},
+            settled=settled,
             policy_blobs=blobs,
             guard_floor_ms=document.get("w", 0),
         )
+
+
+def _unpack_guards(data: bytes, offset: int, policies: list[str]) -> tuple[dict[str, Settled], int]:
+    (count,) = _GUARDS.unpack_from(data, offset)
+    offset += _GUARDS.size
+    settled: dict[str, Settled] = {}
+    for _ in range(count):
+        (tip_length,) = _TIP_LENGTH.unpack_from(data, offset)
+        offset += _TIP_LENGTH.size
+        tip = data[offset : offset + tip_length].decode()
+        offset += tip_length
+        event, kind, reward, dwell, policy, propensity, at_ms = _GUARD.unpack_from(data, offset)
+        offset += _GUARD.size
+        settled[tip] = Settled(
+            _KINDS[kind],
+            event,
+            None if reward == _NO_REWARD else reward,
+            None if dwell == _NO_DWELL else dwell,
+            None if policy == _NO_POLICY else policies[policy],
+            None if math.isnan(propensity) else propensity,
+            at_ms,
+        )
+    return settled, offset
+
+
+def _legacy_guard(row: list[Any], version: int) -> Settled:
+    """A guard of a format-1 or format-2 record (a JSON row with the event id itself)."""
+    kind, event_id, reward, dwell, policy, propensity, at_ms = row
+    if version == 1:
+        at_ms = -1  # a payload time: never compare it with stream time
+    return Settled(kind, event_key(event_id), reward, dwell, policy, propensity, at_ms)
 
 
 def _show_row(s: PendingShow) -> list[object]:
@@ -203,7 +279,3 @@ def _show_row(s: PendingShow) -> list[object]:
 
 def _feedback_row(f: PendingFeedback) -> list[object]:
     return [f.event_id, f.action, f.dwell_ms, f.occurred_at_ms, f.deadline_ms]
-
-
-def _settled_row(s: Settled) -> list[object]:
-    return [s.kind, s.event_id, s.reward_milli, s.dwell_ms, s.policy, s.propensity, s.at_ms]

@@ -264,14 +264,18 @@ def test_format_1_guards_are_restamped_on_stream_time() -> None:
     record = UserRecord()
     old = T0 - MONTH
     run(joiner, record, show(at=old), feedback(at=old + timedelta(seconds=40)))
-    legacy = bytearray(record.encode())
-    legacy[0] = 1  # format byte
-    document_end = 5 + int.from_bytes(legacy[1:5], "little")
-    document = orjson.loads(bytes(legacy[5:document_end]))
-    del document["w"]
-    document["g"]["t1"][6] = int(old.timestamp() * 1000)  # v1 stamped payload times
+    # The format-1 bytes of that record: guards as JSON rows with the event id itself, stamped
+    # with payload times, no guard floor.
+    document = {
+        "p": record.pulls, "r": record.reward_milli_sum, "u": record.last_updated_ms,
+        "s": {}, "f": {},
+        "g": {"t1": ["applied", "f1", *[None] * 4, int(old.timestamp() * 1000)]},
+    }  # fmt: skip
     body = orjson.dumps(document)
-    legacy[1:document_end] = len(body).to_bytes(4, "little") + body
+    legacy = bytes([1]) + len(body).to_bytes(4, "little") + body
+    for name, blob in record.policy_blobs.items():
+        legacy += len(name).to_bytes(1, "little") + len(blob).to_bytes(4, "little")
+        legacy += name.encode() + blob
     restored = UserRecord.decode(bytes(legacy))
     assert restored.settled["t1"].at_ms == -1
     run(joiner, restored, now=T0_MS + WAIT_MS)
