@@ -72,35 +72,39 @@ def quantize_weights(weights: FloatArray) -> IntArray:
 
 @dataclass(frozen=True, slots=True)
 class Contribution:
-    """One user's share of a pool: its statistics in fixed point, and its type weights."""
+    """One user's share of a pool: its statistics in fixed point, and its type weights.
+
+    ``stats`` is the flat vector [Σ x xᵀ (d × d, row-major), Σ r x (d), Σ r²]: one numpy
+    product adds it to every type of a pool at once.
+    """
 
     weights: IntArray  # M, in units of 1/WEIGHT_SCALE
-    gram: IntArray  # d × d: Σ x xᵀ of the user's own data
-    xr: IntArray  # d: Σ r x
-    r2: int  # Σ r²
+    stats: IntArray  # d·d + d + 1
     pulls: int
 
     @classmethod
     def of(cls, user: Ridge, weights: IntArray) -> Contribution:
         """The user's data statistics (its A without the prior Λ) with these weights."""
         gram = user.a - np.diag(user.lam)
+        flat = np.concatenate((gram.ravel(), user.b, (user.reward_sq_sum,)))
         return cls(
             weights=weights,
-            gram=np.asarray(np.rint(gram * STAT_SCALE), dtype=np.int64),
-            xr=np.asarray(np.rint(user.b * STAT_SCALE), dtype=np.int64),
-            r2=round(user.reward_sq_sum * STAT_SCALE),
+            stats=np.asarray(np.rint(flat * STAT_SCALE), dtype=np.int64),
             pulls=user.pulls,
         )
 
 
 @dataclass(slots=True, eq=False)
 class PoolStats:
-    """Σ over users of weight × statistics, per type (M × d × d, M × d, M), exact int64."""
+    """Σ over users of weight × statistics, per type, exact int64.
 
-    gram: IntArray  # M × d × d, units of 2⁻²⁸
-    xr: IntArray  # M × d
-    r2: IntArray  # M
+    ``stats`` holds, per type (row), the flat [Σ x xᵀ, Σ r x, Σ r²] of ``Contribution``;
+    ``gram`` (M × d × d, units of 2⁻²⁸), ``xr`` (M × d) and ``r2`` (M) are views of it.
+    """
+
+    stats: IntArray  # M × (d·d + d + 1)
     pulls: IntArray  # M: Σ pulls of the users with a non-zero weight on the type
+    dim: int
     users: int = 0  # how many contributions are in the sum
 
     @classmethod
@@ -108,20 +112,32 @@ class PoolStats:
         if m < 1 or dim < 1:
             raise ValueError("a pool needs at least one type and one dimension")
         return cls(
-            gram=np.zeros((m, dim, dim), dtype=np.int64),
-            xr=np.zeros((m, dim), dtype=np.int64),
-            r2=np.zeros(m, dtype=np.int64),
+            stats=np.zeros((m, dim * dim + dim + 1), dtype=np.int64),
             pulls=np.zeros(m, dtype=np.int64),
+            dim=dim,
         )
+
+    @property
+    def gram(self) -> IntArray:
+        d = self.dim
+        return self.stats[:, : d * d].reshape(-1, d, d)
+
+    @property
+    def xr(self) -> IntArray:
+        d = self.dim
+        return self.stats[:, d * d : d * d + d]
+
+    @property
+    def r2(self) -> IntArray:
+        return self.stats[:, -1]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PoolStats):
             return NotImplemented
         return (
             self.users == other.users
-            and np.array_equal(self.gram, other.gram)
-            and np.array_equal(self.xr, other.xr)
-            and np.array_equal(self.r2, other.r2)
+            and self.dim == other.dim
+            and np.array_equal(self.stats, other.stats)
             and np.array_equal(self.pulls, other.pulls)
         )
 
@@ -129,7 +145,7 @@ class PoolStats:
 
     @property
     def types(self) -> int:
-        return int(self.xr.shape[0])
+        return int(self.stats.shape[0])
 
     def replace(self, old: Contribution | None, new: Contribution | None) -> None:
         """Swap a user's contribution: subtract ``old`` (if any), add ``new`` (if any)."""
@@ -140,24 +156,20 @@ class PoolStats:
 
     def merge(self, other: PoolStats, sign: int = 1) -> None:
         """Add (or with ``sign=-1`` subtract) another pool of the same shape, exactly."""
-        self.gram += sign * other.gram
-        self.xr += sign * other.xr
-        self.r2 += sign * other.r2
+        self.stats += sign * other.stats
         self.pulls += sign * other.pulls
         self.users += sign * other.users
 
     def _add(self, c: Contribution, sign: int) -> None:
         w = sign * c.weights
-        self.gram += w[:, None, None] * c.gram
-        self.xr += w[:, None] * c.xr
-        self.r2 += w * c.r2
+        self.stats += np.multiply.outer(w, c.stats)
         self.pulls += sign * (c.weights > 0) * c.pulls
         self.users += sign
 
     def thetas(self, lam: float, priors: FloatArray) -> FloatArray:
         """Each type's ridge solution (λI + G_m)⁻¹ (λ prior_m + Σ r x) as an M × d array."""
         scale = float(STAT_SCALE * WEIGHT_SCALE)
-        dim = self.xr.shape[1]
+        dim = self.dim
         a = self.gram / scale + lam * np.eye(dim)
         rhs = lam * np.asarray(priors, dtype=np.float64) + self.xr / scale
         return np.asarray(np.linalg.solve(a, rhs[:, :, None])[:, :, 0], dtype=np.float64)
