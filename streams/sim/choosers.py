@@ -226,6 +226,7 @@ class WorkerChooser:
                 "worker answered %s for %s (%s); retrying in %.2fs (attempt %d of %d)",
                 status or "no connection", user.user_id, answer.get("error", answer),
                 backoff, attempt, self.attempts - 1,
+                extra={"run_id": self.run_id, "user_id": user.user_id},
             )  # fmt: skip
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
