@@ -134,7 +134,7 @@ def test_dashboard_panels_use_the_provisioned_data_source() -> None:
     providers = yaml.safe_load(
         (DEPLOY / "grafana/provisioning/dashboards/tipstream.yml").read_text()
     )["providers"]
-    assert [p["options"]["path"] for p in providers] == ["/var/lib/grafana/dashboards"]
+    assert [p["options"]["path"] for p in providers] == ["/etc/grafana/dashboards"]
 
 
 def test_alert_rules_cover_the_promised_signals_with_exported_metrics() -> None:
