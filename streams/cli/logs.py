@@ -33,6 +33,9 @@ __all__ = [
 # Attributes a log call may pass with ``extra=``; written when present and not None.
 CONTEXT_FIELDS = ("run_id", "user_id", "event_id", "code", "topic", "partition", "offset")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# HTTP clients that log every request at INFO (the LLM judge's, through anthropic): only
+# their warnings, unless the level is DEBUG.
+_CHATTY = ("httpx", "httpcore")
 
 
 class JsonFormatter(logging.Formatter):
@@ -95,6 +98,10 @@ def logging_config(settings: Settings, level: int | None = None) -> dict[str, An
             }
         },
         "root": {"level": chosen, "handlers": ["stderr"]},
+        "loggers": {
+            name: {"level": max(chosen, logging.WARNING) if chosen > logging.DEBUG else chosen}
+            for name in _CHATTY
+        },
     }
 
 

@@ -129,3 +129,14 @@ def test_a_bad_log_setting_is_exit_2_naming_it(name: str, value: str) -> None:
         assert result.returncode == 2, (command, result.stderr)
         assert f"error: {name}={value!r}" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_http_clients_say_only_warnings_unless_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Settings(log_format="json"))
+    logging.getLogger("httpx").info("HTTP Request: POST ...")
+    logging.getLogger("httpx").warning("retrying")
+    assert [line["message"] for line in _lines(capsys.readouterr().err)] == ["retrying"]
+    configure_logging(Settings(log_format="json", log_level="DEBUG"))
+    logging.getLogger("httpx").info("HTTP Request: POST ...")
+    assert len(_lines(capsys.readouterr().err)) == 1
