@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_ADMIN_TOKEN",
     "DEV_KAFKA_PORT",
     "DEV_POSTGRES_PORT",
+    "LOG_LEVELS",
     "Settings",
     "default_data_dir",
     "get_settings",
@@ -33,6 +34,10 @@ _STATE_HOME = "~/.local/state/tipstream"
 DEV_KAFKA_PORT = 19092
 DEV_POSTGRES_PORT = 15432
 DEFAULT_ADMIN_TOKEN = "dev-admin-token"  # noqa: S105 - public on purpose; loopback only
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# The worker's --loglevel spellings (faust's), accepted here too.
+_LEVEL_ALIASES = {"CRIT": "CRITICAL", "WARN": "WARNING"}
 
 
 def default_data_dir() -> str:
@@ -188,6 +193,31 @@ class Settings(BaseSettings):
         description="a SIGTERM completes within this; past it the worker exits, and what was "
         "not committed is read again by the next owner",
     )
+
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` (for people) or `json`: one JSON object per line on stderr, with "
+        "`ts`, `level`, `logger`, `message` and, where known, `run_id`, `user_id`, `event_id` "
+        "(`tipstream worker` and `tipstream simulate`)",
+    )
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL` (any case; `warn` and "
+        "`crit` too); the worker's `--loglevel` overrides it",
+    )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            name = value.strip().upper()
+            return _LEVEL_ALIASES.get(name, name)
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -8,8 +8,12 @@ the ports line up (container listeners, host ports = the dev stack's, the worker
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -192,3 +196,105 @@ def test_the_worker_in_compose_needs_a_token_of_its_own(
     settings = _settings_for(worker, monkeypatch)
     assert settings.web_host == "0.0.0.0"
     assert settings.admin_token_problem() is None
+
+
+def _volume_targets(service: dict[str, Any]) -> dict[str, str]:
+    """mount target -> source, from "source:target[:mode]" entries."""
+    result = {}
+    for entry in service.get("volumes", []):
+        source, target, *_ = str(entry).split(":")
+        result[target] = source
+    return result
+
+
+def test_kafka_keeps_its_log_on_the_volume(compose: dict[str, Any]) -> None:
+    """The apache/kafka image logs to /tmp/kraft-combined-logs unless KAFKA_LOG_DIRS says
+    otherwise (its configureDefaults); /var/lib/kafka/data is the image's own VOLUME."""
+    kafka = compose["services"]["kafka"]
+    log_dirs = _env(kafka)["KAFKA_LOG_DIRS"]
+    assert log_dirs == "/var/lib/kafka/data"
+    assert _volume_targets(kafka)[log_dirs] == "kafka-data"
+    assert "kafka-data" in compose["volumes"]
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_the_worker_healthcheck_asks_healthz(
+    compose: dict[str, Any], status: int, healthy: bool
+) -> None:
+    """Run the healthcheck's own command (the image's Python, no curl) against a stand-in
+    /healthz on the port the worker's settings give."""
+    worker = compose["services"]["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    handler = type("Handler", (_Health,), {"status": status})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**_env(worker), "TIPSTREAM_WEB_PORT": str(server.server_address[1])}
+        done = subprocess.run(
+            [sys.executable, *test[2:]], env=env, capture_output=True, timeout=30, check=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.returncode == 0) is healthy, done.stderr
+
+
+def test_the_simulator_waits_for_a_healthy_worker(compose: dict[str, Any]) -> None:
+    depends = compose["services"]["simulator"]["depends_on"]
+    assert depends["worker"]["condition"] == "service_healthy"
+    assert "healthcheck" in compose["services"]["worker"]
+
+
+def test_observability_profile_mounts_deploy(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["observability"], name
+        for target, source in _volume_targets(services[name]).items():
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name}: {source} -> {target}"
+    # Prometheus reads deploy/prometheus/prometheus.yml (and alerts.yml beside it).
+    prometheus = services["prometheus"]
+    config = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config_path = Path(config.partition("=")[2])
+    mounts = _volume_targets(prometheus)
+    assert mounts[str(config_path.parent)] == "./deploy/prometheus"
+    # Grafana: provisioning, and the dashboard where the provider looks for it.
+    grafana = _volume_targets(services["grafana"])
+    assert grafana["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/dashboards/tipstream.yml").read_text()
+    )["providers"][0]
+    dashboards = {t for t, s in grafana.items() if s == "./deploy/grafana/tipstream.json"}
+    assert [str(Path(t).parent) for t in dashboards] == [provider["options"]["path"]]
+    for name in ("prometheus", "grafana"):
+        for entry in services[name].get("ports", []):
+            assert str(entry).startswith("127.0.0.1:"), entry
+    # The default `docker compose up` starts neither.
+    assert all("profiles" in services[n] for n in ("prometheus", "grafana", "simulator"))
+
+
+def test_images_are_pinned_and_the_reason_for_no_digest_is_documented(
+    compose: dict[str, Any],
+) -> None:
+    for name, service in compose["services"].items():
+        image = str(service["image"])
+        if "build" in service:
+            continue  # ours, built from the Dockerfile
+        tag = image.rpartition(":")[2] if ":" in image else ""
+        assert re.fullmatch(r"v?\d+(\.\d+)*", tag), f"{name}: {image} is not pinned to a version"
+    docs = (REPO / "docs" / "operations.md").read_text()
+    assert "docker buildx imagetools inspect" in docs
+    assert "digest" in docs

@@ -21,6 +21,7 @@ import typer
 from judges.personas import PERSONA_SETS
 from judges.registry import DEFAULT_JUDGE, JUDGE_NAMES_TEXT, UnknownJudgeError, judge_class
 from streams.cli.failures import aiokafka_silenced, fail, failure_line, settings_or_exit
+from streams.cli.logs import configure_logging
 from streams.dev.demo import run_demo
 from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import FALLBACKS, SimConfig, SimUsageError, Via
@@ -103,6 +104,7 @@ def simulate_command(  # noqa: PLR0917 - typer options
 ) -> None:
     """Play synthetic personas onto the tip topics; record every judgment in sim_events."""
     settings = settings_or_exit()
+    configure_logging(settings)
     policy = policy or settings.policy
     if fallback not in FALLBACKS:
         raise _fail(f"--fallback must be none or rule, not {fallback!r}", 2)

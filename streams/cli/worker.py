@@ -18,6 +18,7 @@ from streams.cli.failures import (
     require_database,
     settings_or_exit,
 )
+from streams.cli.logs import configure_logging, level_number, logging_config
 from streams.settings import Settings
 from streams.worker.topics import TopicLayoutError, TopicReport, ensure_topics
 
@@ -89,16 +90,24 @@ async def _migrate(database_url: str) -> None:
 
 
 def worker(
-    loglevel: str = typer.Option("info", "--loglevel", "-l", help="crit, error, warn, info, debug"),
+    loglevel: str | None = typer.Option(
+        None,
+        "--loglevel",
+        "-l",
+        help="crit, error, warn, info, debug (default: TIPSTREAM_LOG_LEVEL)",
+        show_default=False,
+    ),
 ) -> None:
     """Run the stream worker: consume shows and feedback, learn, serve /score/egreedy."""
     # faust and the worker's modules are heavy: `tipstream topics ensure` must not pay for them.
     from streams.worker.app import BoundedStopWorker, Worker  # noqa: PLC0415
 
-    if loglevel not in _LOG_LEVELS:
+    if loglevel is not None and loglevel not in _LOG_LEVELS:
         typer.echo(f"error: --loglevel must be one of {', '.join(_LOG_LEVELS)}", err=True)
         raise typer.Exit(2)
     settings = settings_or_exit()
+    level = _LOG_LEVELS[loglevel] if loglevel else level_number(settings.log_level)
+    configure_logging(settings, level)
     problem = settings.admin_token_problem()
     if problem:
         typer.echo(f"error: {problem}", err=True)
@@ -111,10 +120,19 @@ def worker(
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    logging.basicConfig(level=_LOG_LEVELS[loglevel])
-    BoundedStopWorker(
-        tipstream.app, loglevel=loglevel, quiet=True, stop_timeout_s=settings.stop_timeout_s
-    ).execute_from_commandline()
+    json_logs = settings.log_format == "json"
+    process = BoundedStopWorker(
+        tipstream.app,
+        loglevel=level,
+        quiet=True,
+        stop_timeout_s=settings.stop_timeout_s,
+        # faust sets up logging again when it starts: in json, with our formatter (its own
+        # colour handler otherwise), so its multi-line tables stay inside one JSON line.
+        logging_config=logging_config(settings, level) if json_logs else None,
+    )
+    if json_logs:
+        process.spinner = None  # it draws on a terminal, outside logging
+    process.execute_from_commandline()
     sys.exit(0)
 
 

@@ -257,6 +257,7 @@ class WorkerChooser:
             "retries since the last such line: %s",
             status or "no connection", user.user_id, answer.get("error", answer),
             backoff, attempt, self.attempts - 1, counts,
+            extra={"run_id": self.run_id, "user_id": user.user_id},
         )  # fmt: skip
         self._unlogged.clear()
         self._logged_at = now

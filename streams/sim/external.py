@@ -213,7 +213,12 @@ async def run_external_judgments(
                 judge=make_judge(config.judge, llm_model=settings.llm_model),
                 publisher=Publisher(producer, config.max_in_flight),
                 store=store,
-                progress=Progress(len(accepted), f"{run_id} judgments", enabled=not quiet),
+                progress=Progress(
+                    len(accepted),
+                    f"{run_id} judgments",
+                    enabled=not quiet,
+                    run_id=run_id if settings.log_format == "json" else None,
+                ),
                 events=RunEvents.of(settings, run_id),
             )
             with ctx.progress:

@@ -2,31 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
 
 __all__ = ["Progress"]
 
+log = logging.getLogger(__name__)
+
 
 class Progress:
-    """A rich progress bar on a terminal, a quiet line every few seconds otherwise (stderr)."""
+    """A rich progress bar on a terminal, a quiet line every few seconds otherwise (stderr).
+
+    With ``run_id`` (``TIPSTREAM_LOG_FORMAT=json``) the lines are log records carrying the
+    run's id instead, and there is no bar: stderr then holds JSON only.
+    """
 
     def __init__(
-        self, total: int | None, label: str, *, enabled: bool = True, every_s: float = 5.0
+        self,
+        total: int | None,
+        label: str,
+        *,
+        enabled: bool = True,
+        every_s: float = 5.0,
+        run_id: str | None = None,
     ) -> None:
         self.total = total
         self.label = label
         self.done = 0
         self.enabled = enabled
         self.every_s = every_s
+        self.run_id = run_id
         self._bar: Any = None
         self._task: Any = None
         self._last = time.monotonic()
         self._start = self._last
 
     def __enter__(self) -> Progress:
-        if self.enabled and sys.stderr.isatty():
+        if self.enabled and self.run_id is None and sys.stderr.isatty():
             # rich's progress machinery only when a terminal will show it.
             from rich.console import Console  # noqa: PLC0415
             from rich.progress import (  # noqa: PLC0415
@@ -60,6 +74,16 @@ class Progress:
             if now - self._last >= self.every_s:
                 self._last = now
                 of = f"/{self.total}" if self.total else ""
+                if self.run_id is not None:
+                    log.info(
+                        "%s: %d%s after %.0f s",
+                        self.label,
+                        self.done,
+                        of,
+                        now - self._start,
+                        extra={"run_id": self.run_id},
+                    )
+                    return
                 print(
                     f"{self.label}: {self.done}{of} after {now - self._start:.0f} s",
                     file=sys.stderr,

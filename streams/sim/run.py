@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,8 @@ __all__ = [
     "publish_and_record",
     "run_lifecycle",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -93,8 +96,22 @@ async def run_lifecycle(
             judge=judge,
             publisher=Publisher(producer, config.max_in_flight),
             store=store,
-            progress=Progress(progress_total, label, enabled=not quiet),
+            progress=Progress(
+                progress_total,
+                label,
+                enabled=not quiet,
+                run_id=run_id if settings.log_format == "json" else None,
+            ),
             events=RunEvents.of(settings, run_id),
+        )
+        log.info(
+            "run %s started: policy %s, judge %s, via %s, %d users per persona",
+            run_id,
+            config.policy,
+            config.judge,
+            config.via,
+            config.users,
+            extra={"run_id": run_id},
         )
         with ctx.progress:
             yield ctx
@@ -114,6 +131,14 @@ async def finish(
     summary: Mapping[str, Any] | None = None,
 ) -> None:
     """Close the run's row: its status, counts, summary and what the judge spent."""
+    log.log(
+        logging.INFO if status == "finished" else logging.WARNING,
+        "run %s %s%s",
+        ctx.run_id,
+        status,
+        f": {error}" if error else "",
+        extra={"run_id": ctx.run_id},
+    )
     if ctx.store is None:
         return
     with contextlib.suppress(Exception):

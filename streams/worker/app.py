@@ -191,6 +191,13 @@ class Worker:
         self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
+        # Read when /metrics is scraped, from what /healthz reads too.
+        self.metrics.watch(
+            ready=self.is_ready,
+            database_up=lambda: self.sink.health() is None,
+            active_partitions=lambda: len(self.active_partitions()),
+            holes=lambda: len(self.ack_gate.holes()),
+        )
         self._register()
 
     # -- dead letters (the pipeline's DeadLetterSink) ----------------------------------
@@ -240,7 +247,10 @@ class Worker:
             sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
         ) -> None:
             worker.ack_gate.reset()
-            worker.pipeline.on_partitions_changed(worker.active_partitions())
+            active = worker.active_partitions()
+            worker.pipeline.on_partitions_changed(active)
+            worker.metrics.rebalances.inc()
+            log.info("rebalance complete: active partitions %s", sorted(active) or "none")
 
         mount_views(app, worker)
 

@@ -9,6 +9,7 @@ A request for a user whose partition another worker owns is forwarded to that wo
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -79,29 +80,37 @@ class _WorkerView(View):
 
 class _ScoreView(_WorkerView):
     async def post(self, request: Request) -> Response:
+        """Answer, counting the outcome and timing the whole request (a forward and a
+        ``min_updates`` wait included: it is what the caller waits)."""
         metrics = self.worker.metrics
+        started = time.perf_counter()
+        outcome = "error"  # an exception escapes: faust answers 500
+        try:
+            outcome, response = await self._answer(request)
+            return response
+        finally:
+            metrics.score_requests.labels(outcome).inc()
+            metrics.score_latency.labels(outcome).observe(time.perf_counter() - started)
+
+    async def _answer(self, request: Request) -> tuple[str, Response]:
         body = await self.read_request_content(request)
         try:
             score_request = ScoreRequest.model_validate_json(body)
         except ValidationError as exc:
-            metrics.score_requests.labels("bad_request").inc()
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            return self.fail(400, f"{where}: {first['msg']}")
+            return "bad_request", self.fail(400, f"{where}: {first['msg']}")
         if not self.worker.is_ready():
-            metrics.score_requests.labels("not_ready").inc()
-            return self.fail(503, "worker is starting or rebalancing; retry shortly")
+            return "not_ready", self.fail(503, "worker is starting or rebalancing; retry shortly")
         owner = self.worker.owner_url(score_request.user_id)
         if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            metrics.score_requests.labels("forwarded").inc()
-            return await self.forwarded(request, owner, body)
+            return "forwarded", await self.forwarded(request, owner, body)
         key = user_key(score_request.user_id, score_request.run_id)
         wanted, run_wanted = score_request.min_updates or 0, score_request.min_run_updates or 0
         if (wanted or run_wanted) and not await self.worker.wait_for_updates(
             key, wanted, score_request.run_id, run_wanted
         ):
-            metrics.score_requests.labels("timeout").inc()
-            return self.fail(
+            return "timeout", self.fail(
                 504,
                 f"state did not reach {wanted} updates of the user"
                 + (f" and {run_wanted} of run {score_request.run_id}" if run_wanted else ""),
@@ -109,10 +118,8 @@ class _ScoreView(_WorkerView):
         try:
             answer = self.worker.score(score_request)
         except ValueError as exc:
-            metrics.score_requests.labels("bad_request").inc()
-            return self.fail(400, str(exc))
-        metrics.score_requests.labels("ok").inc()
-        return self.reply(answer)
+            return "bad_request", self.fail(400, str(exc))
+        return "ok", self.reply(answer)
 
 
 class _StatsView(_WorkerView):

@@ -1,31 +1,53 @@
 """Prometheus metrics for the worker: what a person running it needs to see.
 
 A registry of our own (not the process-global default), so that tests and two apps in one
-process do not collide.
+process do not collide. It carries prometheus_client's process collector (``process_*``:
+CPU, resident memory, open files, start time; Linux only) and platform collector
+(``python_info``), which the default registry would otherwise have had.
+
+The gauges of the worker's state (ready, database up, active partitions, ack-gate holes)
+are read when scraped: :meth:`WorkerMetrics.watch` binds them to the worker.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 __all__ = ["WorkerMetrics"]
 
 _LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86_400)
+_SCORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class WorkerMetrics:
     __slots__ = (
+        "active_partitions",
         "batch_size",
+        "database_up",
         "deadlettered",
         "events",
         "feedback_waiting",
+        "holes",
         "input_lag",
         "processing_lag",
+        "ready",
+        "rebalances",
         "registry",
         "rereads",
         "reward_latency",
         "rows_written",
+        "score_latency",
         "score_requests",
         "shows_waiting",
         "sink_retries",
@@ -96,5 +118,67 @@ class WorkerMetrics:
             registry=r,
         )
 
+        self.score_latency = Histogram(
+            "tipstream_score_latency_seconds",
+            "Time to answer POST /score/egreedy, by outcome (a min_updates wait included).",
+            ["outcome"],
+            buckets=_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "tipstream_rebalances", "Consumer group rebalances completed.", registry=r
+        )
+        self.holes = Gauge(
+            "tipstream_ackgate_holes",
+            "Input partitions whose commits are held at an offset that was not processed "
+            "(waiting to be read again).",
+            registry=r,
+        )
+        self.active_partitions = Gauge(
+            "tipstream_active_partitions",
+            "Input partitions this worker owns (actively, not as a standby).",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "tipstream_ready",
+            "1 when the worker serves /score (not starting, recovering or rebalancing), else 0.",
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "tipstream_database_up",
+            "1 when PostgreSQL answers and writes succeed (as /healthz says), else 0.",
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def watch(
+        self,
+        *,
+        ready: Callable[[], bool],
+        database_up: Callable[[], bool],
+        active_partitions: Callable[[], int],
+        holes: Callable[[], int],
+    ) -> None:
+        """Read these gauges from the worker when scraped; a reading that fails (the app not
+        started yet) shows as 0."""
+        for gauge, read in (
+            (self.ready, ready),
+            (self.database_up, database_up),
+            (self.active_partitions, active_partitions),
+            (self.holes, holes),
+        ):
+            gauge.set_function(_or_zero(read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _or_zero(read: Callable[[], bool | int]) -> Callable[[], float]:
+    def value() -> float:
+        try:
+            return float(read())
+        except Exception:
+            return 0.0
+
+    return value

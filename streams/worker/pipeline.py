@@ -64,6 +64,22 @@ class DeadLetter:
     event: RawEvent
     code: str
     detail: str
+    # What is known of the event, for the log line (the Kafka key when it did not decode).
+    user_id: str | None = None
+    event_id: str | None = None
+    run_id: str | None = None
+
+    def log_context(self) -> dict[str, object]:
+        """``extra=`` for the log record: the ids where known, the code and the source."""
+        return {
+            "user_id": self.user_id,
+            "event_id": self.event_id,
+            "run_id": self.run_id,
+            "code": self.code,
+            "topic": self.event.topic,
+            "partition": self.event.partition,
+            "offset": self.event.offset,
+        }
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
@@ -234,10 +250,24 @@ class Pipeline:
             try:
                 changed, user_rows = self._process_group(key, group)
             except Exception as exc:  # a bug must not stop the stream or lose the events
-                log.exception("processing user %r failed; dead-lettering its events", key)
+                log.exception(
+                    "processing user %r failed; dead-lettering its events",
+                    key,
+                    extra={"user_id": group.user_id, "run_id": group.run_id},
+                )
                 self._hot.pop(key, None)  # its cached record may be half-updated
                 broken.add(group.partition)  # and so may its share of the pools
-                letters += [DeadLetter(raw, "internal_error", repr(exc)) for raw in group.raws]
+                letters += [
+                    DeadLetter(
+                        raw,
+                        "internal_error",
+                        repr(exc),
+                        group.user_id,
+                        event.event_id,
+                        event.run_id,
+                    )
+                    for raw, (event, _) in zip(group.raws, group.events, strict=True)
+                ]
                 continue
             if changed is not None:
                 records[key] = changed
@@ -257,6 +287,15 @@ class Pipeline:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
         for letter in letters:
             self.metrics.deadlettered.labels(letter.code).inc()
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s: %s",
+                letter.event.topic,
+                letter.event.partition,
+                letter.event.offset,
+                letter.code,
+                letter.detail[:300],
+                extra=letter.log_context(),
+            )
             await self.dead_letters.send(letter)
         self._publish_waiting()
 
@@ -268,10 +307,14 @@ class Pipeline:
         else:
             decoded = decode_feedback(raw.value, self.settings.max_event_bytes)
         if isinstance(decoded, DecodeError):
-            return DeadLetter(raw, decoded.code, decoded.detail)
+            return DeadLetter(raw, decoded.code, decoded.detail, _key_text(raw.key))
+        ids = (decoded.user_id, decoded.event_id, decoded.run_id)
         if raw.key is None or raw.key != decoded.user_id.encode():
             return DeadLetter(
-                raw, "key_mismatch", f"Kafka key {raw.key!r} is not userId {decoded.user_id!r}"
+                raw,
+                "key_mismatch",
+                f"Kafka key {raw.key!r} is not userId {decoded.user_id!r}",
+                *ids,
             )
         expected = partition_for(decoded.user_id, self.settings.partitions)
         if expected != raw.partition:
@@ -280,6 +323,7 @@ class Pipeline:
                 "wrong_partition",
                 f"key maps to partition {expected} of {self.settings.partitions} (murmur2), "
                 f"event is in {raw.partition}: check the producer's partitioner",
+                *ids,
             )
         return decoded
 
@@ -346,3 +390,14 @@ class Pipeline:
     def _publish_waiting(self) -> None:
         self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))
         self.metrics.feedback_waiting.set(sum(f for _, f in self._waiting.values()))
+
+
+def _key_text(key: bytes | None) -> str | None:
+    """The Kafka key (by contract the userId) as text, when it is short, printable UTF-8."""
+    if key is None or len(key) > 128:
+        return None
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() else None

@@ -159,6 +159,22 @@ async def test_cli_json_line_matches_tables(topics: Settings, pg: asyncpg.Connec
     )  # fmt: skip
 
 
+async def test_cli_json_logs_carry_the_run_id(topics: Settings, pg: asyncpg.Connection) -> None:
+    """TIPSTREAM_LOG_FORMAT=json: stderr is JSON lines only, the run's start and finish
+    among them with its run_id; stdout keeps the --json summary."""
+    code, out, err = await run_cli(
+        topics.model_copy(update={"log_format": "json"}),
+        "simulate", "--policy", "random", "--users", "1", "--rounds", "2", "--seed", "5",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    run_id = json.loads(out.strip().splitlines()[-1])["run_id"]
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    mine = [line["message"] for line in lines if line.get("run_id") == run_id]
+    assert f"run {run_id} started" in mine[0]
+    assert mine[-1] == f"run {run_id} finished"
+
+
 async def test_sigint_marks_the_run_cancelled(topics: Settings, pg: asyncpg.Connection) -> None:
     run_id = f"sim-test-cancel-{secrets.token_hex(3)}"
     process = await asyncio.create_subprocess_exec(

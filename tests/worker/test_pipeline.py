@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,7 +72,9 @@ async def test_store_bytes_win_over_the_hot_cache() -> None:
     assert UserRecord.decode(store["u"]).pulls == 1  # learned on the fresh record, not the cache
 
 
-async def test_a_failing_user_is_dead_lettered_and_others_go_on() -> None:
+async def test_a_failing_user_is_dead_lettered_and_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store: dict[str, bytes] = {}
     p, rows, letters = pipeline(store)
     await p.handle([raw(shown("bad", "a"), 0), raw(shown("good", "a"), 1)])
@@ -91,6 +94,11 @@ async def test_a_failing_user_is_dead_lettered_and_others_go_on() -> None:
     p.joiner = FailingJoiner(p.policies, reward_wait_ms=p.joiner.wait_ms)
     await p.handle([raw(feedback("bad", "a"), 2), raw(feedback("good", "a"), 3)])
     assert [(d.code, d.event.offset) for d in letters.letters] == [("internal_error", 2)]
+    failed = [r for r in caplog.records if r.getMessage().startswith("processing user")]
+    assert [(r.user_id, r.exc_info is not None) for r in failed] == [("bad", True)]  # type: ignore[attr-defined]
+    letter = letters.letters[0]
+    assert letter.event_id == orjson.loads(letter.event.value)["eventId"]
+    assert letter.user_id == "bad"
     assert store["bad"] is before  # untouched
     assert "bad" not in p._hot  # and no half-updated cached copy survives
     assert [r.user_id for r in rows.rows] == ["good"]
@@ -186,3 +194,24 @@ async def test_pooled_priors_stored_by_earlier_versions_are_deleted() -> None:
     await p.handle(pooled_traffic(1))
     assert legacy not in store
     assert "user-0" in store
+
+
+async def test_dead_letters_are_logged_with_the_ids_known(caplog: pytest.LogCaptureFixture) -> None:
+    """A dead letter's log record carries the user, event and run ids (JSON logs show them)."""
+    p, _, letters = pipeline({})
+    event = raw(shown("u-log", "a"), 0)
+    mismatched = RawEvent(event.topic, event.partition, 5, event.timestamp_ms, b"v", event.value)
+    undecodable = RawEvent(event.topic, event.partition, 6, event.timestamp_ms, b"u-key", b"{")
+    with caplog.at_level(logging.WARNING, logger="streams.worker.pipeline"):
+        await p.handle([mismatched, undecodable])
+    assert len(letters.letters) == 2
+    records = {r.code: r for r in caplog.records if hasattr(r, "code")}  # type: ignore[attr-defined]
+    assert set(records) == {"key_mismatch", "invalid_json"}
+    first = records["key_mismatch"]
+    assert first.user_id == "u-log"  # type: ignore[attr-defined]
+    assert first.event_id == orjson.loads(event.value)["eventId"]  # type: ignore[attr-defined]
+    assert (first.topic, first.offset) == (event.topic, 5)  # type: ignore[attr-defined]
+    # Undecodable: only the Kafka key (the userId by contract) is known.
+    second = records["invalid_json"]
+    assert second.user_id == "u-key"  # type: ignore[attr-defined]
+    assert second.event_id is None  # type: ignore[attr-defined]
