@@ -7,6 +7,7 @@ stream (``Pipeline`` over batches from ``take_events``) → user API (HTTP views
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -191,6 +192,7 @@ class Worker:
         self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
+        self._batch_done: asyncio.Event | None = None  # set, and replaced, after each batch
         # Read when /metrics is scraped, from what /healthz reads too.
         self.metrics.watch(
             ready=self.is_ready,
@@ -342,6 +344,16 @@ class Worker:
         await self.pipeline.handle(admitted)
         # Only now may faust commit these offsets (see streams/ackgate.py).
         self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
+        if self._batch_done is not None:  # wake the requests waiting for updates
+            self._batch_done.set()
+            self._batch_done = None
+
+    async def _next_batch(self, timeout_s: float) -> None:
+        """Return after the next batch is processed, or after ``timeout_s``."""
+        if self._batch_done is None:
+            self._batch_done = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._batch_done.wait(), timeout_s)
 
     # -- ownership and routing ---------------------------------------------------------
 
@@ -426,8 +438,13 @@ class Worker:
         """Wait until the user has learned from ``min_updates`` feedbacks and, for a run,
         the run from ``min_run_updates`` (read-your-writes for the simulator); False after
         ``MIN_UPDATES_TIMEOUT_S``. The run's count is only known to a worker that owns every
-        partition; others wait for the user alone (``run_barrier`` false in the answer)."""
-        deadline = asyncio.get_running_loop().time() + MIN_UPDATES_TIMEOUT_S
+        partition; others wait for the user alone (``run_barrier`` false in the answer).
+
+        It checks again after each batch, not on a timer: a block of simulated users waiting
+        together, polling every few milliseconds, each decoding the user's record, once took
+        more of the worker's core than the batches they were waiting for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MIN_UPDATES_TIMEOUT_S
         while True:
             record = self.record(key)
             user_ok = not min_updates or (record is not None and record.pulls >= min_updates)
@@ -437,9 +454,11 @@ class Worker:
                 run_ok = self.pipeline.pools.applied(run_id or "") >= min_run_updates
             if user_ok and run_ok:
                 return True
-            if asyncio.get_running_loop().time() > deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return False
-            await asyncio.sleep(0.005)
+            # A bound on the wait, for state that changes without a batch (recovery).
+            await self._next_batch(min(remaining, 0.25))
 
 
 async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
