@@ -208,7 +208,7 @@ async def compare_page(request: web.Request) -> web.Response:
         request,
         "compare.html",
         comparison=comparison,
-        table=data.comparison_table(comparison),
+        figures=data.comparison_table(comparison),
         personas_a=data.persona_table(comparison.a),
         personas_b=data.persona_table(comparison.b),
         curve=Markup(svg),  # noqa: S704 - escaped in svg.py
