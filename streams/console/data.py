@@ -32,6 +32,7 @@ from streams.sim.store import fetch_events, fetch_run
 __all__ = [
     "RUNS_QUERY",
     "Comparison",
+    "RunReport",
     "Table",
     "action_table",
     "comparison_table",
@@ -137,7 +138,10 @@ def action_table(report: RunReport) -> Table:
 def summary_items(report: RunReport) -> list[tuple[str, str]]:
     """The head of a run's page: its ``sim_runs`` row, then the summary's mean and interval."""
     summary = report.summary
-    items = [(k, format_cell(v)) for k, v in run_header(report.run)]
+    items = [
+        (k, v.strftime("%Y-%m-%d %H:%M:%S %Z") if isinstance(v, datetime) else format_cell(v))
+        for k, v in run_header(report.run)
+    ]
     low, high = summary.get("ci95_low"), summary.get("ci95_high")
     mean = format_cell(summary.get("mean_reward"))
     interval = f" [95% CI {format_cell(low)}, {format_cell(high)}]" if low is not None else ""

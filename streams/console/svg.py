@@ -20,6 +20,7 @@ __all__ = ["COLOURS", "Scale", "polyline_points", "reward_curve_svg"]
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 52, 16, 14, 40
+_LEGEND_LINE = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,8 @@ def reward_curve_svg(
                     ("random (expected)", rounds, smooth(curve["random"], window), "#888", "dotted")
                 )
                 baselines_drawn = True
+    legend = [line for line in lines if line[4] != "faint"]
+    height += _LEGEND_LINE * len(legend)
     xs = [x for line in lines for x in line[1]]
     ys = [y for line in lines for y in line[2] if y is not None and math.isfinite(y)]
     parts = [
@@ -132,7 +135,8 @@ def reward_curve_svg(
         return "".join(parts)
     low, high = min(ys), max(ys)
     pad = (high - low) * 0.05 or 0.1
-    scale = Scale(min(xs), max(xs), low - pad, high + pad, width, height)
+    plot_height = height - _LEGEND_LINE * len(legend)
+    scale = Scale(min(xs), max(xs), low - pad, high + pad, width, plot_height)
     parts.append(_axes(scale))
     dashes = {"solid": "", "faint": "", "dashed": "6 4", "dotted": "2 3"}
     for label, line_xs, line_ys, colour, style in lines:
@@ -145,7 +149,7 @@ def reward_curve_svg(
                 f'stroke-width="{stroke}" stroke-opacity="{opacity}"{dash} points="{points}">'
                 f"<title>{escape(label)}</title></polyline>"
             )
-    parts.append(_legend([line for line in lines if line[4] != "faint"], width))
+    parts.append(_legend(legend, plot_height))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -179,15 +183,17 @@ def _axes(scale: Scale) -> str:
     return "".join(parts)
 
 
-def _legend(lines: Sequence[tuple[str, Any, Any, str, str]], width: int) -> str:
+def _legend(lines: Sequence[tuple[str, Any, Any, str, str]], top: float) -> str:
+    """One line per entry under the plot (never over the curves)."""
     parts = ['<g class="legend">']
-    x, y = width - _MARGIN_RIGHT - 250, _MARGIN_TOP + 12
+    x, y = _MARGIN_LEFT, top + 4
     for i, (label, _, _, colour, style) in enumerate(lines):
         dash = {"dashed": ' stroke-dasharray="6 4"', "dotted": ' stroke-dasharray="2 3"'}
         parts.append(
-            f'<line x1="{x}" x2="{x + 22}" y1="{y + i * 14 - 4}" y2="{y + i * 14 - 4}" '
-            f'stroke="{colour}" stroke-width="1.8"{dash.get(style, "")}/>'
-            f'<text x="{x + 28}" y="{y + i * 14}" class="legend-label">{escape(label)}</text>'
+            f'<line x1="{x}" x2="{x + 22}" y1="{y + i * _LEGEND_LINE - 4}" '
+            f'y2="{y + i * _LEGEND_LINE - 4}" stroke="{colour}" stroke-width="1.8"'
+            f'{dash.get(style, "")}/><text x="{x + 28}" y="{y + i * _LEGEND_LINE}" '
+            f'class="legend-label">{escape(label)}</text>'
         )
     parts.append("</g>")
     return "".join(parts)

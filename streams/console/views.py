@@ -118,6 +118,12 @@ async def _status(request: web.Request, run_id: str) -> dict[str, Any] | None:
     return _with_launch(request, status) if status is not None else None
 
 
+def _curve(report: data.RunReport) -> str:
+    """A run's curve, its lines named by its policy (the page names the run)."""
+    label = (report.run.get("config") or {}).get("policy") or str(report.run["run_id"])
+    return reward_curve_svg({str(label): report.curve})
+
+
 @routes.get("/", name="runs")
 async def runs_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
@@ -172,7 +178,7 @@ async def run_page(request: web.Request) -> web.Response:
         terminal=status["status"] in TERMINAL,
         report=report,
         items=data.summary_items(report) if report is not None else [],
-        curve=Markup(reward_curve_svg({run_id: report.curve})) if report is not None else None,  # noqa: S704 - escaped in svg.py
+        curve=Markup(_curve(report)) if report is not None else None,  # noqa: S704 - escaped in svg.py
         personas=data.persona_table(report) if report is not None else None,
         actions=data.action_table(report) if report is not None else None,
         others=others,
@@ -185,7 +191,7 @@ async def curve_svg(request: web.Request) -> web.Response:
     report = await data.load_report(request.app[POOL], run_id)
     if report is None:
         return _error(request, 404, f"no run {run_id!r} in sim_runs")
-    return web.Response(text=reward_curve_svg({run_id: report.curve}), content_type="image/svg+xml")
+    return web.Response(text=_curve(report), content_type="image/svg+xml")
 
 
 @routes.get("/compare", name="compare")
