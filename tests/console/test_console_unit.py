@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
@@ -177,3 +180,32 @@ def test_templates_escape_what_they_show() -> None:
     html = env.get_template("error.html").render(status=400, message="<script>x</script>")
     assert "<script>x</script>" not in html
     assert "&lt;script&gt;" in html
+
+
+def _console(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TIPSTREAM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "console", *args],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_console_off_loopback_needs_a_token_of_ones_own() -> None:
+    refused = _console("--host", "0.0.0.0")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --host=0.0.0.0 is not a loopback address")
+    assert "TIPSTREAM_ADMIN_TOKEN" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_the_console_without_its_database_is_one_line_and_exit_1() -> None:
+    # Nothing listens on port 9 of loopback: refused at once, then retried for 10 s.
+    failed = _console("--port", "6079", TIPSTREAM_DATABASE_URL="postgresql://u:p@127.0.0.1:9/db")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: cannot reach PostgreSQL at 127.0.0.1:9/db")
+    assert failed.stderr.count("\n") == 1
+    assert "p@" not in failed.stderr
