@@ -34,9 +34,9 @@ TOKEN = "browser-test-token"
 
 
 def chromium_path() -> str:
-    """Debian's chromium (``TIPSTREAM_TEST_CHROMIUM`` overrides); the test fails without it."""
+    """Debian's chromium (``CONSOLE_TEST_CHROMIUM`` overrides); the test fails without it."""
     for candidate in (
-        os.environ.get("TIPSTREAM_TEST_CHROMIUM", ""),
+        os.environ.get("CONSOLE_TEST_CHROMIUM", ""),
         "/usr/lib/chromium/chromium",  # the binary behind Debian's /usr/bin/chromium wrapper
         shutil.which("chromium") or "",
     ):
@@ -44,7 +44,7 @@ def chromium_path() -> str:
             return candidate
     pytest.fail(
         "no chromium: install Debian's (`apt-get install -y chromium`; .ci/run does) or set "
-        "TIPSTREAM_TEST_CHROMIUM to a chromium binary",
+        "CONSOLE_TEST_CHROMIUM to a chromium binary",
         pytrace=False,
     )
 
