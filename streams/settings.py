@@ -237,18 +237,23 @@ class Settings(BaseSettings):
             )
         return self
 
-    def admin_token_problem(self) -> str | None:
-        """Why the worker must not serve with this admin token, or None when it may.
+    def admin_token_problem(
+        self, host: str | None = None, *, where: str = "TIPSTREAM_WEB_HOST"
+    ) -> str | None:
+        """Why a server must not serve with this admin token on ``host`` (default: the
+        worker's ``web_host``; ``where`` names how it was set), or None when it may.
 
         The default token is public (it is in this repository), so it is only acceptable
-        while the web server listens on loopback. Checked when the worker starts, not on
-        every ``Settings()``: the simulator and ``topics ensure`` never serve the admin API.
+        while the server listens on loopback. Checked when the worker or ``tipstream
+        console`` starts, not on every ``Settings()``: the simulator and ``topics ensure``
+        never serve the admin API.
         """
-        if is_loopback_host(self.web_host):
+        host = self.web_host if host is None else host
+        if is_loopback_host(host):
             return None
         if self.admin_token.get_secret_value() in ("", DEFAULT_ADMIN_TOKEN):
             return (
-                f"TIPSTREAM_WEB_HOST={self.web_host} is not a loopback address, so the admin "
+                f"{where}={host} is not a loopback address, so the admin "
                 "endpoints are reachable from the network: set TIPSTREAM_ADMIN_TOKEN to a "
                 f"secret of your own (the default {DEFAULT_ADMIN_TOKEN!r} is public)"
             )

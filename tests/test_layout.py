@@ -92,7 +92,7 @@ def test_streams_is_rooms_not_loose_modules() -> None:
     loose = sorted(p.name for p in (REPO / "streams").glob("*.py"))
     assert len(loose) <= MAX_LOOSE_STREAMS_MODULES, loose
     rooms = sorted(p.name for p in (REPO / "streams").iterdir() if (p / "__init__.py").exists())
-    assert rooms == ["analysis", "cli", "dev", "sim", "worker"]
+    assert rooms == ["analysis", "cli", "console", "dev", "sim", "worker"]
 
 
 def test_there_is_no_import_cycle() -> None:

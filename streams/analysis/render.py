@@ -1,7 +1,8 @@
 """The files and tables of run reports: the reward-curve PNG, the HTML page and the console
 tables of one run (``reports/<run_id>/``) and of the paired comparison of two runs.
 
-The figures come from ``streams.analysis.summary``; this module only lays them out.
+The figures come from ``streams.analysis.summary``; this module only lays them out. The
+console (``streams.console``) lays out the same rows, cells and curve with these helpers.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ __all__ = [
     "PERSONA_HEADERS",
     "action_rows",
     "comparison_rows",
+    "format_cell",
     "persona_rows",
     "print_tables",
+    "run_header",
+    "smooth",
     "write_comparison",
     "write_curve_png",
     "write_html",
@@ -30,7 +34,12 @@ __all__ = [
 ]
 
 
-def _smooth(values: Sequence[float | None], window: int) -> list[float]:
+def smooth(values: Sequence[float | None], window: int) -> list[float]:
+    """Trailing moving mean over ``window`` values, skipping None (NaN where all are None).
+
+    >>> smooth([1.0, None, 3.0, 5.0], 2)
+    [1.0, 1.0, 3.0, 4.0]
+    """
     out = []
     for i in range(len(values)):
         chunk = [v for v in values[max(0, i - window + 1) : i + 1] if v is not None]
@@ -57,7 +66,7 @@ def write_curve_png(path: Path, curves: Mapping[str, Mapping[str, list[Any]]], t
         ax.plot(rounds, rewards, color=colour, alpha=0.2, linewidth=0.8)
         ax.plot(
             rounds,
-            _smooth(curve["reward"], window),
+            smooth(curve["reward"], window),
             color=colour,
             linewidth=1.6,
             label=f"{label}: reward (moving mean of {window})",
@@ -65,7 +74,7 @@ def write_curve_png(path: Path, curves: Mapping[str, Mapping[str, list[Any]]], t
         if any(v is not None for v in curve["expected"]):
             ax.plot(
                 rounds,
-                _smooth(curve["expected"], window),
+                smooth(curve["expected"], window),
                 color=colour,
                 linestyle="--",
                 linewidth=1.4,
@@ -74,7 +83,7 @@ def write_curve_png(path: Path, curves: Mapping[str, Mapping[str, list[Any]]], t
             if not baselines_drawn and any(v is not None for v in curve["random"]):
                 ax.plot(
                     rounds,
-                    _smooth(curve["oracle"], window),
+                    smooth(curve["oracle"], window),
                     color="black",
                     linestyle=":",
                     linewidth=1.2,
@@ -82,7 +91,7 @@ def write_curve_png(path: Path, curves: Mapping[str, Mapping[str, list[Any]]], t
                 )
                 ax.plot(
                     rounds,
-                    _smooth(curve["random"], window),
+                    smooth(curve["random"], window),
                     color="grey",
                     linestyle=":",
                     linewidth=1.2,
@@ -101,7 +110,12 @@ def write_curve_png(path: Path, curves: Mapping[str, Mapping[str, list[Any]]], t
     return path
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_cell(value: Any, digits: int = 3) -> str:
+    """A table cell as text: an interval as ``mean [low, high]``, a missing value as ``–``.
+
+    >>> format_cell(None), format_cell(0.12345), format_cell(7)
+    ('–', '0.123', '7')
+    """
     if value is None:
         return "–"
     if isinstance(value, Interval):
@@ -114,7 +128,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{html.escape(format_cell(c))}</td>" for c in row) + "</tr>"
+        for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -160,7 +175,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 """
 
 
-def _run_header(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def run_header(run: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A run's ``sim_runs`` row as (label, value) pairs, for the head of its report."""
     config = run.get("config") or {}
     items: list[tuple[str, Any]] = [
         ("run", run["run_id"]),
@@ -228,7 +244,7 @@ def write_run_report(report: RunReport, out_root: Path) -> tuple[Path, Path]:
         directory / "report.html",
         f"Simulation run {run_id}",
         [
-            ("Run", _kv_table(_run_header(report.run))),
+            ("Run", _kv_table(run_header(report.run))),
             ("Per persona", _html_table(PERSONA_HEADERS, persona_rows(report.personas))),
             ("Per action", _html_table(ACTION_HEADERS, action_rows(report.actions))),
         ],
@@ -309,5 +325,5 @@ def print_tables(
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in rows:
-        table.add_row(*(_fmt(c) for c in row))
+        table.add_row(*(format_cell(c) for c in row))
     console.print(table)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from streams.cli import compare, evaluate, settings_table, sim, worker
+from streams.cli import compare, console, evaluate, settings_table, sim, worker
 from streams.cli.failures import settings_error_exit
 from streams.dev import devstack
 
@@ -59,6 +59,7 @@ worker.register(app)
 sim.register(app)
 evaluate.register(app)
 compare.register(app)
+console.register(app)
 settings_table.register(app)
 
 

@@ -1,13 +1,17 @@
 """Where the simulator writes: ``sim_runs`` (one row per run) and ``sim_events`` (one per judgment).
 
 Events are buffered and written in batches with ``COPY`` (a run of 100k judgments is a few
-hundred round trips, not 100k). ``sim_requests`` (migration 0002) holds the external judge's
+hundred round trips, not 100k). A batch is also written once ``progress_every_s`` has passed
+since the last, and each batch adds its rows to ``sim_runs.events``: a running run's
+progress and its partial curve are live (``tipstream console`` polls them), at most about one
+small write a second. ``sim_requests`` (migration 0002) holds the external judge's
 pending requests between its two phases.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,14 +133,25 @@ async def connect_pool(database_url: str, *, max_size: int = 4) -> asyncpg.Pool:
 
 
 class SimStore:
-    """Writes one run's rows; ``add`` buffers, ``flush`` writes a batch with COPY."""
+    """Writes one run's rows; ``add`` buffers, ``flush`` writes a batch with COPY and the
+    progress (``sim_runs.events``); ``add`` flushes a full batch, or any batch once
+    ``progress_every_s`` has passed since the last flush."""
 
-    def __init__(self, pool: asyncpg.Pool, run_id: str, *, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        run_id: str,
+        *,
+        batch_size: int = 500,
+        progress_every_s: float = 1.0,
+    ) -> None:
         self.pool = pool
         self.run_id = run_id
         self.batch_size = batch_size
+        self.progress_every_s = progress_every_s
         self._buffer: list[tuple[Any, ...]] = []
         self._lock = asyncio.Lock()
+        self._last_flush = time.monotonic()
         self.written = 0
 
     # -- runs ---------------------------------------------------------------------------------
@@ -188,17 +203,26 @@ class SimStore:
     # -- events -------------------------------------------------------------------------------
     async def add(self, row: EventRow) -> None:
         self._buffer.append(row.as_record())
-        if len(self._buffer) >= self.batch_size:
+        due = time.monotonic() - self._last_flush >= self.progress_every_s
+        if len(self._buffer) >= self.batch_size or due:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write the buffered rows and add them to ``sim_runs.events`` (the rows so far)."""
         async with self._lock:
+            self._last_flush = time.monotonic()
             if not self._buffer:
                 return
             batch, self._buffer = self._buffer, []
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
                 await conn.copy_records_to_table(
                     "sim_events", records=batch, columns=list(EVENT_COLUMNS)
+                )
+                await conn.execute(
+                    "UPDATE sim_runs SET events = events + $2 "
+                    "WHERE run_id = $1 AND status = 'running'",
+                    self.run_id,
+                    len(batch),
                 )
             self.written += len(batch)
 

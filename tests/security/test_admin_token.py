@@ -82,3 +82,16 @@ def test_worker_exits_2_naming_the_setting(
     assert len(lines) == 1, lines
     assert "TIPSTREAM_ADMIN_TOKEN" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("host", NOT_LOOPBACK)
+def test_the_console_host_follows_the_same_rule(host: str) -> None:
+    """``tipstream console --host`` is checked like the worker's host, whatever web_host is."""
+    settings = Settings(web_host="127.0.0.1")
+    problem = settings.admin_token_problem(host, where="--host")
+    assert problem is not None
+    assert problem.startswith(f"--host={host} ")
+    assert "TIPSTREAM_ADMIN_TOKEN" in problem
+    own = Settings(web_host="127.0.0.1", admin_token=SecretStr("s3cret-of-my-own"))
+    assert own.admin_token_problem(host, where="--host") is None
+    assert Settings(web_host=host).admin_token_problem("127.0.0.1") is None
