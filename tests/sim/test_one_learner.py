@@ -11,6 +11,7 @@ the pooled types it was learned against.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from typing import Any
@@ -68,8 +69,18 @@ async def test_worker_and_inprocess_are_the_same_computation(
         rows_worker = await run_rows(pg, through["run_id"])
         digests = {}
         for user_id in {r["user_id"] for r in rows_worker}:
-            status, stats = await worker.get(f"/stats/egreedy/{user_id}?run_id={through['run_id']}")
-            assert status == 200, stats
+            # The run ends when its last feedback is published, not when it is learned from.
+            rewarded = sum(
+                1 for r in rows_worker if r["user_id"] == user_id and r["reward_milli"] is not None
+            )
+            path = f"/stats/egreedy/{user_id}?run_id={through['run_id']}"
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                status, stats = await worker.get(path)
+                assert status == 200, stats
+                if stats["pulls"] >= rewarded or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             digests[user_id] = stats["state_sha256"]
     inprocess = await run_closed_loop(
         topics, dataclasses.replace(config, via="inprocess"), quiet=True
