@@ -1,7 +1,8 @@
 """The closed loop played in memory: the same schedule, draws and summary, nothing stored.
 
-:func:`play_in_memory` runs :func:`streams.sim.closed_loop` 's own loop with an in-process
-policy, a publisher without a producer (every message is built and dropped) and no store.
+:func:`play_in_memory` runs the closed loop's own schedule
+(:func:`streams.sim.closed_loop.play_schedule`) with an in-process policy, a publisher
+without a producer (every message is built and dropped) and no store.
 So it needs no broker and no database, and its summary is the one ``tipstream simulate
 --via inprocess`` prints for the same configuration (``tests/sim``). Benchmarks that
 sweep many policies and seeds (``bench.drift``) use it; the per-judgment ``stats`` come back
