@@ -3,8 +3,10 @@
 :func:`play_in_memory` runs the closed loop's own schedule
 (:func:`streams.sim.closed_loop.play_schedule`) with an in-process policy, a publisher
 without a producer (every message is built and dropped) and no store.
-So it needs no broker and no database, and its summary is the one ``tipstream simulate
---via inprocess`` prints for the same configuration (``tests/sim``). Benchmarks that
+So it needs no broker and no database. The choices, judgments and summary are those of
+``tipstream simulate --via inprocess`` with the same configuration, since the same code
+plays both; ``tests/sim/test_sim_drift_delay.py`` checks them against ``sim_log``, the
+replay of that schedule (no test runs both against a broker). Benchmarks that
 sweep many policies and seeds (``bench.drift``) use it; the per-judgment ``stats`` come back
 too, for figures per round.
 """
