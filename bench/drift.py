@@ -149,7 +149,11 @@ def drift_table(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str
                 "last_window": [r["last_window"] for r in recs],
                 "tolerance": [r["tolerance"] for r in recs],
             }
-            cells.append((_iv(ks, 1), f"{censored}/{len(recs)}"))
+            if censored == len(recs):
+                text = f"≥ {recs[0]['censored_at']}"
+            else:  # a censored seed counts as the most it could show: a lower bound
+                text = ("≥ " if censored else "") + _iv(ks, 1)
+            cells.append((text, f"{censored}/{len(recs)}"))
         instant = row["instant"]
         print(
             f"| {policy} | {_iv(instant['before'])} | {_iv(instant['first_window'])} | "
