@@ -20,6 +20,19 @@ True
 ['deadline-driven-3-r1-c0', 'deadline-driven-3-r1-c1']
 >>> world.user_id(p, 3)
 'sim-deadline-driven-3'
+
+A world may drift (:class:`~judges.drift.Drift`): from a given round on, the judge reads
+other preferences for each persona (:meth:`World.persona_at`). Identities, moments,
+candidates and every stream stay as they were, so a drifting run meets the very same draws
+as a steady one. The delivery stream (:meth:`World.delivery_rng`) fixes when each feedback
+arrives (:mod:`judges.delay`).
+
+>>> from judges.drift import Drift
+>>> drifting = World(seed=7, drift=Drift.of(load_personas(), "rotate", at_round=5))
+>>> drifting.persona_at(p, 4) is p, drifting.persona_at(p, 5) == p
+(True, False)
+>>> drifting.candidates(p, 3, 6) == world.candidates(p, 3, 6)
+True
 """
 
 from __future__ import annotations
@@ -30,9 +43,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.base import Moment, Task
+from judges.drift import Drift
 from judges.personas import Persona
 
-_MOMENT, _CANDIDATES, _JUDGE, _POLICY = 1, 2, 3, 4
+__all__ = ["World", "WorldConfig", "stable_hash"]
+
+_MOMENT, _CANDIDATES, _JUDGE, _POLICY, _DELIVERY = 1, 2, 3, 4, 5
 
 
 def stable_hash(text: str) -> int:
@@ -64,13 +80,20 @@ class WorldConfig:
 class World:
     """Deterministic draws for (persona, user, round), derived from ``seed``."""
 
-    __slots__ = ("config", "seed")
+    __slots__ = ("config", "drift", "seed")
 
-    def __init__(self, seed: int, config: WorldConfig = WorldConfig()) -> None:
+    def __init__(
+        self, seed: int, config: WorldConfig = WorldConfig(), drift: Drift | None = None
+    ) -> None:
         if seed < 0:
             raise ValueError("seed must be >= 0")
         self.seed = seed
         self.config = config
+        self.drift = drift
+
+    def persona_at(self, persona: Persona, round_: int) -> Persona:
+        """The preferences the judge reads for ``persona`` in ``round_`` (the drift's)."""
+        return persona if self.drift is None else self.drift.persona_at(persona, round_)
 
     def _rng(self, *key: int) -> np.random.Generator:
         if any(k < 0 for k in key):
@@ -110,6 +133,10 @@ class World:
     def policy_rng(self, persona: Persona, user_index: int, round_: int) -> np.random.Generator:
         """The policy's stream for this (user, round), the same for every policy."""
         return self._rng(_POLICY, stable_hash(persona.name), user_index, round_)
+
+    def delivery_rng(self, persona: Persona, user_index: int, round_: int) -> np.random.Generator:
+        """When this (user, round)'s feedback arrives, the same for every policy."""
+        return self._rng(_DELIVERY, stable_hash(persona.name), user_index, round_)
 
     def user_id(self, persona: Persona, user_index: int) -> str:
         """``sim-{persona}-{user_index}``."""

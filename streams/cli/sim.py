@@ -18,6 +18,8 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
+from judges.delay import DELAY_KINDS
+from judges.drift import DRIFT_MAPPINGS
 from judges.personas import PERSONA_SETS
 from judges.registry import DEFAULT_JUDGE, JUDGE_NAMES_TEXT, UnknownJudgeError, judge_class
 from streams.cli.failures import aiokafka_silenced, fail, failure_line, settings_or_exit
@@ -101,6 +103,42 @@ def simulate_command(  # noqa: PLR0917 - typer options
         str | None, typer.Option(help="run id (phase 2: the run to complete)")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+    drift_at: Annotated[
+        int | None,
+        typer.Option(help="from this round on, every persona judges with --drift's preferences"),
+    ] = None,
+    drift: Annotated[
+        str,
+        typer.Option(
+            help=f"{' or '.join(DRIFT_MAPPINGS)}: take on the next persona's preferences, or "
+            "turn one's own around (rule judge)"
+        ),
+    ] = DRIFT_MAPPINGS[0],
+    delay: Annotated[
+        str,
+        typer.Option(
+            help=f"feedback delay in stream seconds ({', '.join(DELAY_KINDS)}): none, "
+            "fixed:S, uniform:LOW-HIGH or exp:MEAN; in-process only"
+        ),
+    ] = "none",
+    delay_lost: Annotated[
+        float, typer.Option(help="share of the feedback that never arrives (its show expires)")
+    ] = 0.0,
+    round_s: Annotated[float, typer.Option(help="stream seconds between two rounds")] = 3600.0,
+    reward_wait_s: Annotated[
+        float | None,
+        typer.Option(
+            help="a show expires after this long without feedback "
+            "(default: TIPSTREAM_REWARD_WAIT_S)"
+        ),
+    ] = None,
+    default_reward: Annotated[
+        float | None,
+        typer.Option(
+            help="learned from an expired show (default: TIPSTREAM_DEFAULT_REWARD; "
+            "unset: not learned from)"
+        ),
+    ] = None,
 ) -> None:
     """Play synthetic personas onto the tip topics; record every judgment in sim_events."""
     settings = settings_or_exit()
@@ -142,6 +180,13 @@ def simulate_command(  # noqa: PLR0917 - typer options
         duration=duration,
         max_in_flight=max_in_flight,
         fallback=fallback,
+        drift_at=drift_at,
+        drift=drift,
+        delay=delay,
+        delay_lost=delay_lost,
+        round_s=round_s,
+        reward_wait_s=settings.reward_wait_s if reward_wait_s is None else reward_wait_s,
+        default_reward=settings.default_reward if default_reward is None else default_reward,
     )
     try:
         # aiokafka logs each failed bootstrap itself; a failure ends in one line below.

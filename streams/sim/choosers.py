@@ -21,6 +21,7 @@ import numpy as np
 from bandit.base import Choice, Moment, Policy, Task, choice_rng
 from bandit.registry import KNOWN_TYPES_NAME, ORACLE_NAME, make_known_types, make_oracle
 from bandit.registry import make_policy as registry_make_policy
+from judges.drift import Drift
 from judges.personas import Persona
 from judges.rule import expected_reward
 from streams.settings import Settings
@@ -71,19 +72,36 @@ def _bind_expected(
 
 
 class InProcessChooser:
-    """A bandit policy in this process: one user state per user, one shared state per run."""
+    """A bandit policy in this process: one user state per user, one shared state per run.
+
+    With a drift, the oracle knows each persona's preferences after the drift as well (it is
+    the judge's expected reward of the round); the known-types ceiling keeps the persona set
+    it was given.
+    """
 
     via: Via = "inprocess"
 
-    def __init__(self, policy_name: str, epsilon: float, personas: Sequence[Persona]) -> None:
+    def __init__(
+        self,
+        policy_name: str,
+        epsilon: float,
+        personas: Sequence[Persona],
+        drift: Drift | None = None,
+    ) -> None:
         self.name = policy_name
+        self.drift = drift
         self._per_persona: dict[str, Policy] = {}
+        self._drifted: dict[str, Policy] = {}  # the oracle after the drift
         if policy_name == ORACLE_NAME:
             # The oracle knows the rule judge's expected rewards (SimConfig.validate).
             for persona in personas:
                 self._per_persona[persona.name] = make_oracle(
                     _bind_expected(persona, expected_reward)
                 )
+                if drift is not None:
+                    self._drifted[persona.name] = make_oracle(
+                        _bind_expected(drift.persona_at(persona, drift.at_round), expected_reward)
+                    )
             self._default: Policy = next(iter(self._per_persona.values()))
         elif policy_name == KNOWN_TYPES_NAME:
             # The ceiling knows every persona's expected rewards, not the user's persona.
@@ -94,7 +112,12 @@ class InProcessChooser:
             self._default = make_policy(policy_name, epsilon)
         self.shared = self._default.new_shared()
 
-    def policy(self, persona: Persona) -> Policy:
+    def policy(self, persona: Persona, round_: int = 0) -> Policy:
+        """The policy that plays ``persona`` in ``round_``."""
+        if self.drift is not None and round_ >= self.drift.at_round:
+            drifted = self._drifted.get(persona.name)
+            if drifted is not None:
+                return drifted
         return self._per_persona.get(persona.name, self._default)
 
     def new_user_state(self, persona: Persona) -> Any:
@@ -108,8 +131,9 @@ class InProcessChooser:
         rng: np.random.Generator,
         *,
         with_probabilities: bool = True,
+        round_: int = 0,
     ) -> Picked:
-        policy = self.policy(user.persona)
+        policy = self.policy(user.persona, round_)
         probabilities = (
             [float(p) for p in policy.probabilities(user.state, self.shared, moment, tasks)]
             if with_probabilities
@@ -125,8 +149,11 @@ class InProcessChooser:
             probabilities=probabilities,
         )
 
-    def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
-        self.policy(user.persona).update(user.state, self.shared, moment, task, reward)
+    def learn(
+        self, user: SimUser, moment: Moment, task: Task, reward: float, *, round_: int = 0
+    ) -> None:
+        """Learn ``reward``; ``round_`` is the round it is learned in (it picks the oracle)."""
+        self.policy(user.persona, round_).update(user.state, self.shared, moment, task, reward)
 
 
 class WorkerChooser:
@@ -262,7 +289,9 @@ class WorkerChooser:
         self._unlogged.clear()
         self._logged_at = now
 
-    def learn(self, user: SimUser, moment: Moment, task: Task, reward: float) -> None:
+    def learn(
+        self, user: SimUser, moment: Moment, task: Task, reward: float, *, round_: int = 0
+    ) -> None:
         """The worker learns from the feedback we publish."""
 
 

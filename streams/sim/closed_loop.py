@@ -19,6 +19,11 @@ run has published so far (``min_run_updates``) and from the user's own (``min_up
 With ``--concurrency 1`` every choice sees every earlier reward, and both ways give the same
 choices, rewards and final state, byte for byte; with larger blocks only the order of the
 updates inside a block differs (the worker applies them by partition).
+
+Drift and late feedback (docs/simulation.md): the judge reads the persona the world's drift
+gives for the round (``World.persona_at``); with a delay, the in-process learner takes each
+reward only when it arrives in stream time (:class:`~streams.sim.delivery.Delivery`), before
+the choices of the first block it has arrived by.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from streams.sim.config import (
 from streams.sim.events import now_ms
 from streams.sim.run import RunContext, guarded, publish_and_record, run_lifecycle
 
-__all__ = ["play_round", "run_closed_loop"]
+__all__ = ["play_round", "play_schedule", "run_closed_loop", "run_summary"]
 
 
 async def play_round(
@@ -62,25 +67,34 @@ async def play_round(
     tasks = world.candidates(persona, user.index, round_)
     task = tasks[picked.index]
     served_at = now_ms()
+    judged_as = world.persona_at(persona, round_)
     judgment = await ctx.judge.judge(
-        persona, moment, task, world.judge_rng(persona, user.index, round_, task.tip_id)
+        judged_as, moment, task, world.judge_rng(persona, user.index, round_, task.tip_id)
     )
     await publish_and_record(
-        ctx, chooser.name, chooser.via, user, round_, moment, tasks, picked, judgment, served_at
-    )
+        ctx, chooser.name, chooser.via, user, round_, moment, tasks, picked, judgment, served_at,
+        judged_as=judged_as,
+    )  # fmt: skip
     return moment, task, judgment
 
 
-async def _play(ctx: RunContext, chooser: Chooser) -> None:
+async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
     """Every round, in blocks of ``concurrency`` users: choose, judge and publish, learn."""
     users = ctx.new_users()
     for user in users:
         user.state = chooser.new_user_state(user.persona)
     size = max(1, ctx.config.concurrency)
     run_learned = 0  # rewards of the run published and learned from so far
+    delivery = ctx.delivery
     for round_ in range(ctx.config.rounds):
         for start in range(0, len(users), size):
             block = users[start : start + size]
+            if delivery is not None:
+                for arrival in delivery.due(round_):
+                    arrived_user, moment, task = arrival.item
+                    chooser.learn(arrived_user, moment, task, arrival.reward, round_=round_)
+                    arrived_user.learned += 1
+                    run_learned += 1
             picks = await asyncio.gather(
                 *(_pick(ctx, chooser, user, round_, run_learned) for user in block)
             )
@@ -88,10 +102,24 @@ async def _play(ctx: RunContext, chooser: Chooser) -> None:
                 *(play_round(ctx, chooser, u, round_, p) for u, p in zip(block, picks, strict=True))
             )
             for user, (moment, task, judgment) in zip(block, results, strict=True):
-                if judgment.reward is not None:
-                    chooser.learn(user, moment, task, judgment.reward)
-                    user.learned += 1
-                    run_learned += 1
+                if judgment.reward is None:
+                    continue
+                if delivery is not None:
+                    rng = ctx.world.delivery_rng(user.persona, user.index, round_)
+                    reward, dwell_ms = judgment.reward, judgment.dwell_ms
+                    delivery.post((user, moment, task), round_, reward, dwell_ms=dwell_ms, rng=rng)
+                    continue
+                chooser.learn(user, moment, task, judgment.reward, round_=round_)
+                user.learned += 1
+                run_learned += 1
+
+
+def run_summary(ctx: RunContext) -> dict[str, Any]:
+    """The ``--json`` summary; with late feedback, what became of it (``feedback``)."""
+    summary = summarize(ctx.stats, run_id=ctx.run_id)
+    if ctx.delivery is not None:
+        summary["feedback"] = ctx.delivery.summary()
+    return summary
 
 
 async def _pick(
@@ -102,7 +130,7 @@ async def _pick(
     rng = ctx.world.policy_rng(user.persona, user.index, round_)
     if isinstance(chooser, WorkerChooser):
         return await chooser.choose(user, moment, tasks, rng, run_learned=run_learned)
-    return chooser.choose(user, moment, tasks, rng)
+    return chooser.choose(user, moment, tasks, rng, round_=round_)
 
 
 async def run_closed_loop(
@@ -120,7 +148,7 @@ async def run_closed_loop(
     personas = resolve_personas(config.personas_path)
     the_run_id = run_id = run_id or new_run_id()
     chooser = (
-        InProcessChooser(config.policy, config.epsilon, personas)
+        InProcessChooser(config.policy, config.epsilon, personas, config.make_drift(personas))
         if config.via == "inprocess"
         else None
     )
@@ -153,14 +181,13 @@ async def run_closed_loop(
                 if http is None:
                     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
                     stack.push_async_callback(http.close)
-                await _play(ctx, WorkerChooser(settings, config.policy, the_run_id, http))
+                await play_schedule(ctx, WorkerChooser(settings, config.policy, the_run_id, http))
             else:
-                await _play(ctx, chooser)
+                await play_schedule(ctx, chooser)
             await ctx.publisher.drain()
             if ctx.store is not None:
                 await ctx.store.flush()  # inside the guard: a failed write fails the run
-            summary = summarize(ctx.stats, run_id=the_run_id)
-            return summary
+            return run_summary(ctx)
 
         try:
             return await guarded(ctx, body)

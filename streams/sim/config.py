@@ -1,7 +1,10 @@
 """What one simulator run plays: its configuration, run id, personas and users.
 
 The configuration is checked here once (bad usage raises :class:`SimUsageError`, which the
-CLI turns into exit code 2) and stored whole as ``sim_runs.config``.
+CLI turns into exit code 2) and stored whole as ``sim_runs.config``, with the scenario's
+drift (``drift_at``, ``drift``) and feedback delay (``delay``, ``delay_lost``, ``round_s``,
+``reward_wait_s``, ``default_reward``) when it has them (docs/simulation.md, "Drift and
+late feedback").
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from typing import Any, Literal
 
 from bandit.policies.baselines import RandomPolicy
 from bandit.registry import DEFAULT_POLICY, KNOWN_TYPES_NAME, ORACLE_NAME
+from judges.delay import FeedbackDelay, parse_delay
+from judges.drift import DRIFT_MAPPINGS, DRIFTS_WITH_DESCRIPTIONS, Drift
 from judges.llm import LLMJudge
 from judges.personas import Persona, PersonaFileError, load_personas
 from judges.registry import DEFAULT_JUDGE, UnknownJudgeError, judge_class
 from judges.world import World
+from streams.sim.delivery import Delivery
 
 __all__ = [
     "FALLBACKS",
@@ -67,6 +73,45 @@ class SimConfig:
     duration: float | None = None  # load mode: seconds
     max_in_flight: int = 1000  # unacknowledged sends at most
     fallback: str = "none"  # the LLM judge's: none (a failure fails the run) or rule
+    # Drift: from round ``drift_at`` on, every persona judges with the ``drift`` mapping's
+    # preferences (judges.drift); None: no drift.
+    drift_at: int | None = None
+    drift: str = "rotate"
+    # Late feedback (judges.delay, streams.sim.delivery): the delay in stream seconds, the
+    # share that never arrives, the stream time of one round, and the worker's expiry
+    # (TIPSTREAM_REWARD_WAIT_S, TIPSTREAM_DEFAULT_REWARD) that the learner mirrors.
+    delay: str = "none"
+    delay_lost: float = 0.0
+    round_s: float = 3600.0
+    reward_wait_s: float = 86_400.0
+    default_reward: float | None = None
+
+    def feedback_delay(self) -> FeedbackDelay:
+        try:
+            return parse_delay(self.delay, lost=self.delay_lost)
+        except ValueError as err:
+            raise SimUsageError(f"--delay: {err}") from None
+
+    def make_delivery(self) -> Delivery | None:
+        """The in-process learner's late feedback, or None when every reward comes at once."""
+        delay = self.feedback_delay()
+        if delay.instant:
+            return None
+        return Delivery(
+            delay,
+            round_s=self.round_s,
+            reward_wait_s=self.reward_wait_s,
+            default_reward=self.default_reward,
+        )
+
+    def make_drift(self, personas: Sequence[Persona]) -> Drift | None:
+        if self.drift_at is None:
+            return None
+        return Drift.of(personas, self.drift, at_round=self.drift_at)
+
+    def make_world(self, personas: Sequence[Persona]) -> World:
+        """The run's world: its seed and its drift."""
+        return World(self.seed, drift=self.make_drift(personas))
 
     def validate(self) -> None:
         try:
@@ -103,14 +148,49 @@ class SimConfig:
             raise SimUsageError(f"--fallback must be none or rule, not {self.fallback!r}")
         if self.fallback != "none" and self.judge != LLMJudge.name:
             raise SimUsageError("--fallback goes with --judge llm")
+        self._validate_drift(judge.knows_expectations, judge.two_phase)
+        self._validate_delay(judge.two_phase)
+
+    def _validate_drift(self, knows_expectations: bool, two_phase: bool) -> None:
+        if self.drift_at is None:
+            return
+        if self.drift not in DRIFT_MAPPINGS:
+            raise SimUsageError(
+                f"--drift must be {' or '.join(DRIFT_MAPPINGS)}, not {self.drift!r}"
+            )
+        if not 0 <= self.drift_at < self.rounds:
+            raise SimUsageError("--drift-at must be a round of the run: 0 <= ROUND < --rounds")
+        if two_phase or self.rate is not None:
+            raise SimUsageError("--drift-at goes with the closed loop (not load or external)")
+        if self.drift not in DRIFTS_WITH_DESCRIPTIONS and not knows_expectations:
+            raise SimUsageError(f"--drift {self.drift} changes no description: use --judge rule")
+
+    def _validate_delay(self, two_phase: bool) -> None:
+        delay = self.feedback_delay()
+        if not self.round_s > 0:
+            raise SimUsageError("--round-s must be > 0")
+        if not self.reward_wait_s > 0:
+            raise SimUsageError("--reward-wait-s must be > 0")
+        if delay.instant:
+            return
+        if self.via == "worker":
+            raise SimUsageError(
+                "late feedback (--delay, --delay-lost) is played in-process only for now: "
+                "use --via inprocess"
+            )
+        if two_phase or self.rate is not None:
+            raise SimUsageError("--delay goes with the closed loop (not load or external)")
 
     def world_key(self, personas: Sequence[Persona]) -> dict[str, Any]:
         """What makes two runs face the same world (compared before pairing two runs)."""
-        return {
+        key: dict[str, Any] = {
             "seed": self.seed,
             "judge": self.judge,
             "personas": [asdict(p) for p in personas],
         }
+        if self.drift_at is not None:  # a drifting world is another world (steady: no key)
+            key["drift"] = {"at_round": self.drift_at, "mapping": self.drift}
+        return key
 
     def as_json(self, personas: Sequence[Persona]) -> dict[str, Any]:
         document = asdict(self)

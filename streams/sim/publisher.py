@@ -33,9 +33,13 @@ def make_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer
 
 
 class Publisher:
-    """Sends with at most ``max_in_flight`` unacknowledged messages; the first error is raised."""
+    """Sends with at most ``max_in_flight`` unacknowledged messages; the first error is raised.
 
-    def __init__(self, producer: AIOKafkaProducer, max_in_flight: int = 1000) -> None:
+    Without a producer (a run played in memory, ``streams.sim.in_memory``) every message is
+    counted and dropped.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer | None, max_in_flight: int = 1000) -> None:
         self.producer = producer
         self.max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -50,6 +54,10 @@ class Publisher:
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         if self._error is not None:
             raise SimFailedError(f"Kafka send failed: {self._error!r}") from self._error
+        if self.producer is None:
+            self.sent += 1
+            self.acked += 1
+            return
         await self._slots.acquire()
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -79,6 +87,8 @@ class Publisher:
 
     async def drain(self) -> None:
         """Wait until every send so far is acknowledged; raise the first failure."""
+        if self.producer is None:
+            return
         await self.producer.flush()
         await self._idle.wait()
         if self._error is not None:

@@ -23,6 +23,7 @@ from judges.world import World
 from streams.settings import Settings
 from streams.sim.choosers import Picked
 from streams.sim.config import SimConfig, SimFailedError, SimUser, make_users
+from streams.sim.delivery import Delivery
 from streams.sim.events import RunEvents, features_json
 from streams.sim.progress import Progress
 from streams.sim.publisher import Publisher, make_producer
@@ -56,6 +57,11 @@ class RunContext:
     progress: Progress
     events: RunEvents
     stats: list[dict[str, Any]] = field(default_factory=list)  # one per judgment, for the summary
+    delivery: Delivery | None = None  # late feedback for the in-process learner
+
+    def __post_init__(self) -> None:
+        if self.delivery is None:
+            self.delivery = self.config.make_delivery()
 
     def new_users(self) -> list[SimUser]:
         """The run's users, fresh: ``config.users`` of each persona, ids from the world."""
@@ -92,7 +98,7 @@ async def run_lifecycle(
             config=config,
             run_id=run_id,
             personas=personas,
-            world=World(config.seed),
+            world=config.make_world(personas),
             judge=judge,
             publisher=Publisher(producer, config.max_in_flight),
             store=store,
@@ -198,8 +204,12 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
     served_at: int,
     *,
     publish_shown: bool = True,
+    judged_as: Persona | None = None,
 ) -> None:
-    """Publish the show (unless phase 1 did) and the feedback; record the judgment."""
+    """Publish the show (unless phase 1 did) and the feedback; record the judgment.
+
+    ``judged_as``: the preferences the judge read (a drifted persona), for the expectations.
+    """
     task = tasks[picked.index]
     if publish_shown:
         shown = ctx.events.shown(user, round_, policy_name, moment, tasks, picked, served_at)
@@ -208,7 +218,7 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
     await ctx.publisher.send(*ctx.events.record(feedback))
 
     knows_expectations = ctx.judge.knows_expectations
-    expected = ctx.judge.expected_rewards(user.persona, moment, tasks)
+    expected = ctx.judge.expected_rewards(judged_as or user.persona, moment, tasks)
     chosen_expected = judgment.expected_reward if knows_expectations else None
     if ctx.store is not None:
         await ctx.store.add(
