@@ -145,13 +145,19 @@ async def runs_json(request: web.Request) -> web.Response:
     return _json({"runs": await _statuses(request)})
 
 
-@routes.get("/api/runs/{run_id}")
-async def run_json(request: web.Request) -> web.Response:
+async def _run_and_report(request: web.Request) -> tuple[str, dict[str, Any] | None, Any]:
+    """The run named in the path: its id, its status (None if unknown) and its report."""
     run_id = request.match_info["run_id"]
     status = await _status(request, run_id)
+    report = await data.load_report(request.app[POOL], run_id) if status is not None else None
+    return run_id, status, report
+
+
+@routes.get("/api/runs/{run_id}")
+async def run_json(request: web.Request) -> web.Response:
+    run_id, status, report = await _run_and_report(request)
     if status is None:
         return _error(request, 404, f"no run {run_id!r} in sim_runs")
-    report = await data.load_report(request.app[POOL], run_id)
     document: dict[str, Any] = {"run": status}
     if report is not None:
         document |= {
@@ -165,11 +171,9 @@ async def run_json(request: web.Request) -> web.Response:
 
 @routes.get("/runs/{run_id}", name="run")
 async def run_page(request: web.Request) -> web.Response:
-    run_id = request.match_info["run_id"]
-    status = await _status(request, run_id)
+    run_id, status, report = await _run_and_report(request)
     if status is None:
         return _error(request, 404, f"no run {run_id!r} in sim_runs")
-    report = await data.load_report(request.app[POOL], run_id)
     others = [r for r in await data.list_runs(request.app[POOL]) if r["run_id"] != run_id]
     return _page(
         request,
