@@ -8,6 +8,14 @@ uniform branch was taken (it may land on the greedy index).
 [0.05, 0.05, 0.8500000000000001, 0.05]
 >>> softmax_probabilities(np.array([0.0, 0.0]), 1.0).tolist()
 [0.5, 0.5]
+
+An exploration floor mixes any policy with a uniform slice of share f, so every candidate
+is shown with probability at least f/K (what off-policy evaluation needs):
+
+>>> from bandit.policies.baselines import RandomPolicy
+>>> floored = ExplorationFloor(RandomPolicy(), 0.1)
+>>> floored.name, floored.probabilities(None, None, Moment(9, 1), [Task("a", 1, False, 0.0)] * 4)
+('random', array([0.25, 0.25, 0.25, 0.25]))
 """
 
 from __future__ import annotations
@@ -77,6 +85,76 @@ def draw_from(p: FloatArray, rng: np.random.Generator) -> int:
 def decaying_epsilon(c: float, epsilon_min: float, pulls: int) -> float:
     """ε_t = max(ε_min, c / sqrt(t + 1)) for a user with t pulls, capped at 1."""
     return min(1.0, max(epsilon_min, c / math.sqrt(pulls + 1)))
+
+
+class ExplorationFloor(Policy):
+    """``policy`` with a uniform slice of share ``floor``: p = (1 − f)·p_policy + f/K.
+
+    It keeps the policy's name, state and learning (only the choice changes), so a worker or
+    a run can raise the floor without touching stored state; the propensity logged is that of
+    the mixture. One ``rng.random()`` decides the slice; inside it one ``rng.integers(K)``
+    picks, and the choice is logged as explored (its score is the policy's score of that
+    task where the policy scores tasks, else 0.0 as for ``random``); outside it the policy
+    draws as usual.
+    """
+
+    __slots__ = ("floor", "name", "policy")
+
+    def __init__(self, policy: Policy, floor: float) -> None:
+        if not 0.0 < floor <= 1.0:
+            raise ValueError(f"an exploration floor must be in (0, 1], not {floor}")
+        self.policy = policy
+        self.floor = floor
+        self.name = policy.name
+
+    def new_user(self) -> Any:
+        return self.policy.new_user()
+
+    def new_shared(self) -> Any | None:
+        return self.policy.new_shared()
+
+    def probabilities(
+        self, user: Any, shared: Any | None, moment: Moment, tasks: Sequence[Task]
+    ) -> FloatArray:
+        inner = self.policy.probabilities(user, shared, moment, tasks)
+        return np.asarray((1.0 - self.floor) * inner + self.floor / len(tasks), dtype=np.float64)
+
+    def choose(
+        self,
+        user: Any,
+        shared: Any | None,
+        moment: Moment,
+        tasks: Sequence[Task],
+        rng: np.random.Generator,
+    ) -> Choice:
+        p = self.probabilities(user, shared, moment, tasks)
+        if rng.random() < self.floor:
+            index = int(rng.integers(len(tasks)))
+            score = 0.0
+            if isinstance(self.policy, EpsilonGreedyScores):
+                score = float(self.policy.scores(user, shared, moment, tasks)[index])
+            return Choice(index=index, propensity=float(p[index]), explored=True, score=score)
+        inner = self.policy.choose(user, shared, moment, tasks, rng)
+        return Choice(
+            index=inner.index,
+            propensity=float(p[inner.index]),
+            explored=inner.explored,
+            score=inner.score,
+        )
+
+    def update(
+        self, user: Any, shared: Any | None, moment: Moment, task: Task, reward: float
+    ) -> None:
+        self.policy.update(user, shared, moment, task, reward)
+
+    def encode_user(self, user: Any) -> bytes:
+        return self.policy.encode_user(user)
+
+    def decode_user(self, data: bytes) -> Any:
+        return self.policy.decode_user(data)
+
+    def pool_contribution(self, user: Any) -> Any | None:
+        return self.policy.pool_contribution(user)
 
 
 class EpsilonGreedyScores(Policy):

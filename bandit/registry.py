@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bandit.base import Moment, Policy, Task
+from bandit.explore import ExplorationFloor
 from bandit.policies.baselines import OraclePolicy, RandomPolicy
 from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
 from bandit.policies.known_types import KnownTypes
@@ -90,10 +91,12 @@ def check_policy_name(name: str) -> None:
     raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
 
 
-def make_policy(name: str, *, epsilon: float = 0.1) -> Policy:
-    """A fresh policy object for a wire name (see POLICY_NAMES)."""
+def make_policy(name: str, *, epsilon: float = 0.1, floor: float = 0.0) -> Policy:
+    """A fresh policy object for a wire name (see POLICY_NAMES); with ``floor`` > 0, mixed
+    with a uniform slice of that share (``ExplorationFloor``: the same name and state)."""
     check_policy_name(name)
-    return _FACTORIES[name](epsilon)
+    policy = _FACTORIES[name](epsilon)
+    return ExplorationFloor(policy, floor) if floor > 0 else policy
 
 
 def make_known_types(expected: Sequence[Callable[[Moment, Task], float]]) -> KnownTypes:

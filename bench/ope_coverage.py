@@ -32,6 +32,9 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=2, help="per persona")
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--logging", default="egreedy-v1")
+    ap.add_argument(
+        "--floor", type=float, default=0.0, help="the logger's exploration floor (uniform slice)"
+    )
     ap.add_argument("--targets", default="egreedy-v2,pooled-v1,random,oracle")
     ap.add_argument("--personas", default=None)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -49,6 +52,8 @@ def main() -> int:
         ]  # fmt: skip
         if args.personas:
             cmd += ["--personas", args.personas]
+        if args.floor:
+            cmd += ["--exploration-floor", str(args.floor)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         run_id = orjson.loads(done.stdout.strip().splitlines()[-1])["run_id"]
         ev = evaluate_log(
@@ -64,7 +69,8 @@ def main() -> int:
                 f"[{p.dr.low:.3f}, {p.dr.high:.3f}] {'ok' if hit else 'MISS'}"
             )
         print(f"seed {seed} {run_id} ({ev.rows} rows): " + "; ".join(cells), flush=True)
-    print(f"\nlogging {args.logging}, {args.users} users/persona × {args.rounds} rounds, "
+    floor = f" with exploration floor {args.floor}" if args.floor else ""
+    print(f"\nlogging {args.logging}{floor}, {args.users} users/persona × {args.rounds} rounds, "
           f"{args.seeds} seeds, {time.monotonic() - started:.0f} s")  # fmt: skip
     for name, count in covered.items():
         print(f"DR 95% interval contains the true value: {name}: {count}/{args.seeds}")

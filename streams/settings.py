@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     epsilon: float = Field(
         default=0.1, ge=0.0, le=1.0, description="ε of `egreedy-v1`; the other policies ignore it"
     )
+    exploration_floor: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the serving policy's choices made uniformly at random (and "
+        "logged with their propensity), for off-policy evaluation; 0: the policy's own",
+    )
     policy: str = Field(
         default=DEFAULT_POLICY,
         description="the policy that serves `/score/egreedy`, and the simulator's default "

@@ -85,6 +85,13 @@ def simulate_command(  # noqa: PLR0917 - typer options
         typer.Option(help="worker or inprocess (default: the worker for the policy it serves)"),
     ] = None,
     epsilon: Annotated[float | None, typer.Option(help="exploration (in-process)")] = None,
+    exploration_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="share of choices made uniformly at random (in-process; default "
+            "TIPSTREAM_EXPLORATION_FLOOR)"
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="users played at once")] = 32,
     rate: Annotated[
         float | None,
@@ -166,6 +173,12 @@ def simulate_command(  # noqa: PLR0917 - typer options
     else:
         serves_it = not load and not two_phase and policy == settings.policy
         chosen_via = "worker" if serves_it else "inprocess"
+    if exploration_floor is not None and chosen_via == "worker":
+        raise _fail(
+            "--exploration-floor is for an in-process policy; through the worker, set "
+            "TIPSTREAM_EXPLORATION_FLOOR on the worker",
+            2,
+        )
     config = SimConfig(
         policy=policy,
         judge=judge,
@@ -175,6 +188,9 @@ def simulate_command(  # noqa: PLR0917 - typer options
         personas_path=personas,
         via=chosen_via,
         epsilon=settings.epsilon if epsilon is None else epsilon,
+        exploration_floor=(
+            settings.exploration_floor if exploration_floor is None else exploration_floor
+        ),
         concurrency=concurrency,
         rate=rate,
         duration=duration,

@@ -25,7 +25,7 @@ from judges.drift import Drift
 from judges.personas import Persona
 from judges.rule import expected_reward
 from streams.settings import Settings
-from streams.sim.config import SimFailedError, SimUsageError, SimUser, Via
+from streams.sim.config import SimConfig, SimFailedError, SimUsageError, SimUser, Via
 
 __all__ = [
     "Chooser",
@@ -50,10 +50,10 @@ class Picked:
     probabilities: list[float] | None  # exact, when the policy is in-process
 
 
-def make_policy(name: str, epsilon: float) -> Policy:
+def make_policy(name: str, epsilon: float, floor: float = 0.0) -> Policy:
     """The registry's policy; an unknown name is bad usage."""
     try:
-        return registry_make_policy(name, epsilon=epsilon)
+        return registry_make_policy(name, epsilon=epsilon, floor=floor)
     except ValueError as err:
         raise SimUsageError(str(err).strip("\"'")) from None
 
@@ -87,6 +87,7 @@ class InProcessChooser:
         epsilon: float,
         personas: Sequence[Persona],
         drift: Drift | None = None,
+        floor: float = 0.0,
     ) -> None:
         self.name = policy_name
         self.drift = drift
@@ -109,8 +110,19 @@ class InProcessChooser:
                 [_bind_expected(persona, expected_reward) for persona in personas]
             )
         else:
-            self._default = make_policy(policy_name, epsilon)
+            self._default = make_policy(policy_name, epsilon, floor)
         self.shared = self._default.new_shared()
+
+    @classmethod
+    def for_run(cls, config: SimConfig, personas: Sequence[Persona]) -> InProcessChooser:
+        """The chooser a run's configuration asks for (policy, ε, floor, drift)."""
+        return cls(
+            config.policy,
+            config.epsilon,
+            personas,
+            config.make_drift(personas),
+            floor=config.exploration_floor,
+        )
 
     def policy(self, persona: Persona, round_: int = 0) -> Policy:
         """The policy that plays ``persona`` in ``round_``."""

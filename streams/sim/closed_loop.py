@@ -147,11 +147,7 @@ async def run_closed_loop(
         raise SimUsageError("the external judge runs in two phases: use --requests-out")
     personas = resolve_personas(config.personas_path)
     the_run_id = run_id = run_id or new_run_id()
-    chooser = (
-        InProcessChooser(config.policy, config.epsilon, personas, config.make_drift(personas))
-        if config.via == "inprocess"
-        else None
-    )
+    chooser = InProcessChooser.for_run(config, personas) if config.via == "inprocess" else None
     judge = make_judge(
         config.judge, llm_model=settings.llm_model, fallback=config.fallback == "rule"
     )

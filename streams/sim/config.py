@@ -68,6 +68,10 @@ class SimConfig:
     personas_path: str | None = None  # a shipped set's name or a file; None: standard
     via: Via = "inprocess"
     epsilon: float = 0.1
+    # A uniform slice of the in-process policy's choices (bandit.explore.ExplorationFloor);
+    # through the worker, the worker's TIPSTREAM_EXPLORATION_FLOOR decides (recorded here as
+    # this process's setting).
+    exploration_floor: float = 0.0
     concurrency: int = 32  # users played at once
     rate: float | None = None  # load mode: Kafka messages per second
     duration: float | None = None  # load mode: seconds
@@ -128,6 +132,12 @@ class SimConfig:
             raise SimUsageError("--concurrency must be at least 1")
         if not 0.0 <= self.epsilon <= 1.0:
             raise SimUsageError("--epsilon must be in [0, 1]")
+        if not 0.0 <= self.exploration_floor < 1.0:
+            raise SimUsageError("--exploration-floor must be in [0, 1)")
+        if self.exploration_floor and self.policy in KNOWS_THE_JUDGE:
+            raise SimUsageError(
+                f"--exploration-floor applies to a learning policy, not {self.policy}"
+            )
         if self.policy in KNOWS_THE_JUDGE and not judge.knows_expectations:
             raise SimUsageError(
                 f"the {self.policy} policy knows the rule judge only: use --judge rule"

@@ -56,7 +56,7 @@ async def run_external_requests(
         raise SimUsageError("--requests-out goes with --judge external")
     personas = resolve_personas(config.personas_path)
     run_id = run_id or new_run_id()
-    chooser = InProcessChooser(config.policy, config.epsilon, personas)
+    chooser = InProcessChooser.for_run(config, personas)
     total = len(personas) * config.users * config.rounds
     async with run_lifecycle(
         settings,

@@ -53,7 +53,7 @@ async def play_in_memory(
         progress=Progress(None, run_id, enabled=False),
         events=RunEvents.of(settings, run_id),
     )
-    chooser = InProcessChooser(config.policy, config.epsilon, personas, config.make_drift(personas))
+    chooser = InProcessChooser.for_run(config, personas)
     try:
         await play_schedule(ctx, chooser)
     finally:

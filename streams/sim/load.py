@@ -184,7 +184,7 @@ async def run_load(
     run_id = run_id or new_run_id()
     judge = make_judge(config.judge, llm_model=settings.llm_model)
     assert isinstance(judge, SyncJudge)
-    chooser = InProcessChooser(config.policy, config.epsilon, personas)
+    chooser = InProcessChooser.for_run(config, personas)
     rate, duration = config.rate, config.duration
     async with run_lifecycle(
         settings,

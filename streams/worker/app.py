@@ -104,10 +104,16 @@ class BoundedStopWorker(faust.worker.Worker):
 
 
 def build_policies(settings: Settings) -> list[Policy]:
-    """The serving policy first, then the shadow policies (which learn but never serve)."""
+    """The serving policy first, then the shadow policies (which learn but never serve).
+
+    The exploration floor only changes choices, so only the serving policy carries it."""
     names = [settings.policy, *settings.shadow_policy_names]
     unique = list(dict.fromkeys(names))
-    return [make_policy(name, epsilon=settings.epsilon) for name in unique]
+    floors = [settings.exploration_floor] + [0.0] * (len(unique) - 1)
+    return [
+        make_policy(name, epsilon=settings.epsilon, floor=floor)
+        for name, floor in zip(unique, floors, strict=True)
+    ]
 
 
 def raw_topic(app: faust.App, *names: str) -> TopicT:

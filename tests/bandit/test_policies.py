@@ -262,3 +262,41 @@ def test_empty_candidates_rejected() -> None:
             policy.choose(
                 policy.new_user(), policy.new_shared(), Moment(1, 1), [], np.random.default_rng(0)
             )
+
+
+@pytest.mark.parametrize("name", ["egreedy-v1", "pooledmix-v3", "linucb-v1"])
+def test_exploration_floor_is_an_exact_uniform_slice(name: str) -> None:
+    """p = (1 − f)·p_policy + f/K exactly; draws follow it; state and learning are the policy's."""
+    floor = 0.2
+    plain, floored = make_policy(name), make_policy(name, floor=floor)
+    assert floored.name == plain.name
+    user, shared = trained(plain, 30, seed=3)
+    rng = np.random.default_rng(11)
+    moment, tasks = world(rng, k=5)
+    inner = plain.probabilities(user, shared, moment, tasks)
+    p = floored.probabilities(user, shared, moment, tasks)
+    np.testing.assert_allclose(p, (1 - floor) * inner + floor / 5, rtol=0, atol=1e-15)
+    assert p.min() >= floor / 5 - 1e-15
+    before = floored.encode_user(user)
+    counts = np.zeros(5)
+    n = 20_000
+    for _ in range(n):
+        choice = floored.choose(user, shared, moment, tasks, rng)
+        assert choice.propensity == pytest.approx(p[choice.index], abs=1e-12)
+        counts[choice.index] += 1
+    assert floored.encode_user(user) == before  # choosing never changes state
+    # Every frequency within 5 standard errors of its probability.
+    assert np.all(np.abs(counts / n - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-9)
+    # Learning is the policy's: the same rewards give the same bytes.
+    a, b = plain.new_user(), floored.new_user()
+    sa, sb = plain.new_shared(), floored.new_shared()
+    for task in tasks:
+        plain.update(a, sa, moment, task, 0.5)
+        floored.update(b, sb, moment, task, 0.5)
+    assert plain.encode_user(a) == floored.encode_user(b)
+
+
+def test_exploration_floor_refuses_a_share_outside_0_1() -> None:
+    with pytest.raises(ValueError, match="exploration floor"):
+        make_policy("egreedy-v1", floor=1.5)
+    assert isinstance(make_policy("egreedy-v1", floor=0.0), EpsilonGreedyV1)

@@ -50,6 +50,9 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
         (("--rate", "100"), "both --rate and --duration"),
         (("--judge", "external"), "--requests-out"),
         (("--judgments-in", str(tmp_path / "j.jsonl")), "--run-id"),
+        (("--exploration-floor", "1.5", "--via", "inprocess"), "--exploration-floor must be"),
+        (("--exploration-floor", "0.05", "--via", "worker"), "TIPSTREAM_EXPLORATION_FLOOR"),
+        (("--policy", "oracle", "--exploration-floor", "0.1"), "learning policy"),
     ]:
         code, _, err = invoke("simulate", *args)
         assert code == 2, (args, err)
