@@ -127,17 +127,19 @@ class ExplorationFloor(Policy):
         tasks: Sequence[Task],
         rng: np.random.Generator,
     ) -> Choice:
-        p = self.probabilities(user, shared, moment, tasks)
+        uniform = self.floor / len(tasks)
         if rng.random() < self.floor:
             index = int(rng.integers(len(tasks)))
+            p = self.probabilities(user, shared, moment, tasks)
             score = 0.0
             if isinstance(self.policy, EpsilonGreedyScores):
                 score = float(self.policy.scores(user, shared, moment, tasks)[index])
             return Choice(index=index, propensity=float(p[index]), explored=True, score=score)
+        # Outside the slice the policy's own propensity is that of its index: no second pass.
         inner = self.policy.choose(user, shared, moment, tasks, rng)
         return Choice(
             index=inner.index,
-            propensity=float(p[inner.index]),
+            propensity=(1.0 - self.floor) * inner.propensity + uniform,
             explored=inner.explored,
             score=inner.score,
         )

@@ -109,10 +109,10 @@ def build_policies(settings: Settings) -> list[Policy]:
     The exploration floor only changes choices, so only the serving policy carries it."""
     names = [settings.policy, *settings.shadow_policy_names]
     unique = list(dict.fromkeys(names))
-    floors = [settings.exploration_floor] + [0.0] * (len(unique) - 1)
+    serving, *shadows = unique
     return [
-        make_policy(name, epsilon=settings.epsilon, floor=floor)
-        for name, floor in zip(unique, floors, strict=True)
+        make_policy(serving, epsilon=settings.epsilon, floor=settings.exploration_floor),
+        *(make_policy(name, epsilon=settings.epsilon) for name in shadows),
     ]
 
 
