@@ -21,7 +21,7 @@ import faust
 import faust.worker
 import numpy as np
 from faust.tables.manager import TableManager
-from faust.types import TP, TopicT
+from faust.types import TP, Message, TopicT
 from faust.web import Request
 from mode.types.signals import BaseSignalT
 
@@ -29,6 +29,7 @@ from bandit.base import Moment, Policy, Task, choice_rng
 from bandit.registry import make_policy
 from streams.settings import Settings
 from streams.worker.ackgate import AckGate, input_lag
+from streams.worker.batches import FetchedBatches, WorkerApp
 from streams.worker.http import ScoreRequest, mount_views
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
@@ -148,8 +149,11 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.policies = build_policies(settings)
         self.serving = self.policies[0]
-        self.app = faust.App(
+        self.batches = FetchedBatches(settings.batch_max)
+        self.app = WorkerApp(
             settings.app_id,
+            batch_topics=frozenset({settings.topic_shown, settings.topic_feedback}),
+            batches=self.batches,
             broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
             broker_credentials=faust_broker_credentials(settings),
             store="memory://",
@@ -223,6 +227,10 @@ class Worker:
 
         @app.agent(self.source, name="feedback-loop", concurrency=1)
         async def feedback_loop(stream: Any) -> None:
+            # Iterating a topic is what subscribes faust's consumer to it (faust/topics.py).
+            # Its events come as whole fetches on worker.batches (streams/worker/batches.py),
+            # beneath faust's per-event path, not through this stream.
+            aiter(stream.channel)
             worker.ack_gate.install(app.consumer, worker._log_start)
             await worker.sink.start()
             log.info(
@@ -231,14 +239,13 @@ class Worker:
                 [p.name for p in worker.policies[1:]] or "none",
             )
             try:
-                async for events in stream.take_events(
-                    worker.settings.batch_max, worker.settings.batch_within_s
-                ):
-                    batch = [_raw(event.message) for event in events]
-                    # take_events acks the batch as soon as control returns to it, even
-                    # when this task is being cancelled (a stop): hold every cancellation
-                    # until the batch's rows and state are written, then honour it.
-                    await _uncancellable(worker.process_batch(batch))
+                while True:
+                    messages = await worker.batches.take()
+                    await app.flow_control.acquire()  # no work while a rebalance is under way
+                    await app.producer.buffer.wait_until_ebb()  # the changelog keeps up
+                    # Hold every cancellation (a stop) until the batch's rows and state are
+                    # written and its offsets acked, then honour it.
+                    await _uncancellable(worker.process_messages(messages))
             finally:
                 await worker.sink.stop()
 
@@ -255,6 +262,7 @@ class Worker:
             sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
         ) -> None:
             worker.ack_gate.reset()
+            worker.batches.clear()  # fetched before: faust reads again from the commit
             active = worker.active_partitions()
             worker.pipeline.on_partitions_changed(active)
             worker.metrics.rebalances.inc()
@@ -342,6 +350,18 @@ class Worker:
             self._progress[tp] = (next_offset, now)
             return None
         return next_offset if now - seen[1] >= STALL_S else None
+
+    async def process_messages(self, messages: list[Message]) -> None:
+        """Process a batch of fetched messages, then ack each (through the ack gate)."""
+        generation = self.app.consumer_generation_id
+        # Fetched before a rebalance: not ours to process now (faust reads them again).
+        current = [m for m in messages if m.generation_id == generation]
+        if not current:
+            return
+        await self.process_batch([_raw(m) for m in current])
+        ack = self.app.consumer.ack
+        for message in current:
+            ack(message)
 
     async def process_batch(self, batch: list[RawEvent]) -> None:
         await self._learn_log_starts(batch)
