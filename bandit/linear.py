@@ -99,7 +99,7 @@ class Ridge:
     def sse_many(self, thetas: FloatArray) -> FloatArray:
         """``sse`` for every row of an M × d array of models at once."""
         gram = self.a - np.diag(self.lam)
-        quad = np.einsum("mi,ij,mj->m", thetas, gram, thetas)
+        quad = ((thetas @ gram) * thetas).sum(axis=1)
         return np.asarray(self.reward_sq_sum - 2.0 * (thetas @ self.b) + quad, dtype=np.float64)
 
     def resync(self) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "Contribution",
     "IntArray",
     "Pool",
+    "PoolDelta",
     "PoolStats",
     "quantize_weights",
 ]
@@ -85,13 +86,45 @@ class Contribution:
     @classmethod
     def of(cls, user: Ridge, weights: IntArray) -> Contribution:
         """The user's data statistics (its A without the prior Λ) with these weights."""
-        gram = user.a - np.diag(user.lam)
-        flat = np.concatenate((gram.ravel(), user.b, (user.reward_sq_sum,)))
-        return cls(
-            weights=weights,
-            stats=np.asarray(np.rint(flat * STAT_SCALE), dtype=np.int64),
-            pulls=user.pulls,
-        )
+        d = user.dim
+        flat = np.empty(d * d + d + 1, dtype=np.float64)
+        gram = flat[: d * d].reshape(d, d)
+        gram[...] = user.a
+        gram[_diagonal(d)] -= user.lam
+        flat[d * d : d * d + d] = user.b
+        flat[-1] = user.reward_sq_sum
+        flat *= STAT_SCALE
+        return cls(weights=weights, stats=np.rint(flat).astype(np.int64), pulls=user.pulls)
+
+    def delta(self, sign: int) -> PoolDelta:
+        """What adding (sign 1) or removing (sign −1) this contribution does to a pool."""
+        w = sign * self.weights
+        pulls = sign * (self.weights > 0) * self.pulls
+        return PoolDelta(np.multiply.outer(w, self.stats), pulls, sign)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDelta:
+    """A change to a pool's arrays, computed once and applied to every sum that holds the
+    user (the worker keeps a partition's part and the whole: ``streams.worker.pools``)."""
+
+    stats: IntArray  # M × (d·d + d + 1)
+    pulls: IntArray  # M
+    users: int
+
+    @classmethod
+    def between(cls, old: Contribution | None, new: Contribution | None) -> PoolDelta | None:
+        if old is None:
+            return new.delta(1) if new is not None else None
+        if new is None:
+            return old.delta(-1)
+        out, gone = new.delta(1), old.delta(-1)
+        return cls(out.stats + gone.stats, out.pulls + gone.pulls, 0)
+
+
+def _diagonal(d: int) -> tuple[IntArray, IntArray]:
+    index = np.arange(d)
+    return index, index
 
 
 @dataclass(slots=True, eq=False)
@@ -149,10 +182,14 @@ class PoolStats:
 
     def replace(self, old: Contribution | None, new: Contribution | None) -> None:
         """Swap a user's contribution: subtract ``old`` (if any), add ``new`` (if any)."""
-        if old is not None:
-            self._add(old, -1)
-        if new is not None:
-            self._add(new, 1)
+        delta = PoolDelta.between(old, new)
+        if delta is not None:
+            self.apply(delta)
+
+    def apply(self, delta: PoolDelta) -> None:
+        self.stats += delta.stats
+        self.pulls += delta.pulls
+        self.users += delta.users
 
     def merge(self, other: PoolStats, sign: int = 1) -> None:
         """Add (or with ``sign=-1`` subtract) another pool of the same shape, exactly."""
@@ -160,18 +197,13 @@ class PoolStats:
         self.pulls += sign * other.pulls
         self.users += sign * other.users
 
-    def _add(self, c: Contribution, sign: int) -> None:
-        w = sign * c.weights
-        self.stats += np.multiply.outer(w, c.stats)
-        self.pulls += sign * (c.weights > 0) * c.pulls
-        self.users += sign
-
     def thetas(self, lam: float, priors: FloatArray) -> FloatArray:
         """Each type's ridge solution (λI + G_m)⁻¹ (λ prior_m + Σ r x) as an M × d array."""
-        scale = float(STAT_SCALE * WEIGHT_SCALE)
-        dim = self.dim
-        a = self.gram / scale + lam * np.eye(dim)
-        rhs = lam * np.asarray(priors, dtype=np.float64) + self.xr / scale
+        scale = 1.0 / float(STAT_SCALE * WEIGHT_SCALE)
+        a = self.gram * scale
+        i, _ = _diagonal(self.dim)
+        a[:, i, i] += lam
+        rhs = lam * np.asarray(priors, dtype=np.float64) + self.xr * scale
         return np.asarray(np.linalg.solve(a, rhs[:, :, None])[:, :, 0], dtype=np.float64)
 
 

@@ -75,7 +75,7 @@ favour of ``pooledmix-v3`` (see ``bandit.registry``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -132,6 +132,9 @@ class MixUser:
 
     ridge: Ridge
     posterior: FloatArray  # the mean of its posteriors over the types, one per reward
+    # What the user adds to the pool, kept between updates (a function of the two above:
+    # ``update`` resets it when they change).
+    contribution: Contribution | None = field(default=None, compare=False, repr=False)
 
     @property
     def weights(self) -> IntArray:
@@ -223,7 +226,11 @@ class PooledMix(EpsilonGreedyScores):
         return PoolStats.new(len(self.prototypes), V2_DIM)
 
     def pool_contribution(self, user: MixUser) -> Contribution | None:
-        return Contribution.of(user.ridge, user.weights) if user.ridge.pulls else None
+        if not user.ridge.pulls:
+            return None
+        if user.contribution is None:
+            user.contribution = Contribution.of(user.ridge, user.weights)
+        return user.contribution
 
     def type_thetas(self, shared: Pool | None) -> FloatArray:
         """M × d: each type's ridge solution shrunk towards its prior mean."""
@@ -261,6 +268,7 @@ class PooledMix(EpsilonGreedyScores):
         n = user.ridge.pulls
         user.ridge.update(self.fmap(moment, task), reward)
         user.posterior = (user.posterior * n + post) / (n + 1)
+        user.contribution = None
         pool.replace(None, self.pool_contribution(user))
 
     def encode_user(self, user: MixUser) -> bytes:

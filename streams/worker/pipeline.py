@@ -19,7 +19,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -151,6 +151,7 @@ class Pipeline:
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
         self._hot: OrderedDict[str, _Hot] = OrderedDict()
         self._hot_max = hot_records
+        self._outcomes: Counter[tuple[str, str]] = Counter()  # this batch's, counted once
 
     # -- partitions --------------------------------------------------------------------
 
@@ -285,6 +286,9 @@ class Pipeline:
                 heapq.heappush(self._deadlines.setdefault(partition, []), (deadline, key))
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
+        for (source, outcome), n in self._outcomes.items():
+            self.metrics.events.labels(source, outcome).inc(n)
+        self._outcomes.clear()
         for letter in letters:
             self.metrics.deadlettered.labels(letter.code).inc()
             log.warning(
@@ -374,7 +378,7 @@ class Pipeline:
             self.pools.count_applied(group.run_id, group.partition, record.pulls - pulls)
         source = "sim" if group.run_id is not None else "prod"
         for outcome in result.outcomes:
-            self.metrics.events.labels(source, outcome).inc()
+            self._outcomes[source, outcome] += 1
         for latency_ms in result.reward_latencies_ms:
             self.metrics.reward_latency.observe(max(0.0, latency_ms / 1000))
         after = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))

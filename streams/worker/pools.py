@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bandit.base import FloatArray, Policy
-from bandit.pool import Contribution, PoolStats
+from bandit.pool import Contribution, PoolDelta, PoolStats
 
 __all__ = ["PoolView", "Pools"]
 
@@ -48,8 +48,10 @@ class PoolView:
         self.part = part
 
     def replace(self, old: Contribution | None, new: Contribution | None) -> None:
-        self.part.replace(old, new)
-        self.total.replace(old, new)
+        delta = PoolDelta.between(old, new)  # computed once for both sums
+        if delta is not None:
+            self.part.apply(delta)
+            self.total.apply(delta)
 
     def thetas(self, lam: float, priors: FloatArray) -> FloatArray:
         return self.total.thetas(lam, priors)
