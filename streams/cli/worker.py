@@ -130,8 +130,6 @@ def worker(
         # colour handler otherwise), so its multi-line tables stay inside one JSON line.
         logging_config=logging_config(settings, level) if json_logs else None,
     )
-    if json_logs:
-        process.spinner = None  # it draws on a terminal, outside logging
     process.execute_from_commandline()
     sys.exit(0)
 
