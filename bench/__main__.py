@@ -1,11 +1,15 @@
-"""``python -m bench [worker|sim|all]``: measured rates and their ratios, one run, local stack.
+"""``python -m bench [worker|sim|all] [--profile DIR]``: measured rates and their ratios, one
+run, local stack.
 
 Each figure is compared with a baseline measured in the same run (machines here are
 noisy); results are printed and appended as a JSON line to ``var/bench-results.jsonl``.
+``--profile DIR`` samples each tipstream worker with py-spy (``uv sync --group bench``) into
+``DIR/worker-<policy>.txt`` (py-spy's raw format: one stack and its sample count per line).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
@@ -27,15 +31,16 @@ def _print(title: str, figures: dict[str, float]) -> None:
 
 
 def main() -> int:
-    which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if which not in ("worker", "sim", "all"):
-        print("usage: python -m bench [worker|sim|all]", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", nargs="?", default="all", choices=("worker", "sim", "all"))
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    args = parser.parse_args()
+    which = args.which
     ensure_up()
     settings = get_settings()
     results: dict[str, dict[str, float]] = {}
     if which in ("worker", "all"):
-        results["worker"] = asyncio.run(run_worker_bench(settings))
+        results["worker"] = asyncio.run(run_worker_bench(settings, profile_dir=args.profile))
         _print("worker throughput (events/s; ratios against the same run)", results["worker"])
     if which in ("sim", "all"):
         results["sim"] = asyncio.run(run_load_bench(settings))

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -35,53 +36,51 @@ def make_events(
     start = datetime.now(UTC) - timedelta(hours=1)
     shows, feedback = [], []
     for i in range(pairs):
-        user = f"bench-user-{i % users}"
-        tip = f"tip-{i}"
-        served = start + timedelta(milliseconds=i)
-        shows.append(
-            (
-                user.encode(),
-                orjson.dumps(
-                    {
-                        "type": "TipShown",
-                        "schemaVersion": 1,
-                        "eventId": f"s-{uuid.uuid4()}",
-                        "tipId": tip,
-                        "userId": user,
-                        "servedAt": served.isoformat().replace("+00:00", "Z"),
-                        "policy": "egreedy-v1",
-                        "propensity": 0.9125,
-                        "features": {
-                            "hourOfDay": i % 24,
-                            "dayOfWeek": i % 7,
-                            "priority": 1 + i % 4,
-                            "isOverdue": i % 3 == 0,
-                            "taskAgeDays": float(i % 20),
-                        },
-                    }
-                ),
-            )
-        )
-        feedback.append(
-            (
-                user.encode(),
-                orjson.dumps(
-                    {
-                        "type": "TipFeedback",
-                        "schemaVersion": 1,
-                        "eventId": f"f-{uuid.uuid4()}",
-                        "tipId": tip,
-                        "userId": user,
-                        "action": ("done", "snooze", "dismiss")[i % 3],
-                        "dwellMs": 20_000 + i % 100_000,
-                        "occurredAt": (served + timedelta(seconds=30))
-                        .isoformat()
-                        .replace("+00:00", "Z"),
-                    }
-                ),
-            )
-        )
+        show, answer = make_pair(i, f"bench-user-{i % users}", start + timedelta(milliseconds=i))
+        shows.append(show)
+        feedback.append(answer)
     return shows, feedback
+
+
+def make_pair(
+    i: int, user: str, served: datetime
+) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+    """The ``i``-th tip shown to ``user`` at ``served`` and its feedback 30 s later, as
+    (Kafka key, value) pairs."""
+    tip = f"tip-{i}"
+    show = {
+        "type": "TipShown",
+        "schemaVersion": 1,
+        "eventId": f"s-{uuid.uuid4()}",
+        "tipId": tip,
+        "userId": user,
+        "servedAt": _rfc3339(served),
+        "policy": "egreedy-v1",
+        "propensity": 0.9125,
+        "features": {
+            "hourOfDay": i % 24,
+            "dayOfWeek": i % 7,
+            "priority": 1 + i % 4,
+            "isOverdue": i % 3 == 0,
+            "taskAgeDays": float(i % 20),
+        },
+    }
+    answer = {
+        "type": "TipFeedback",
+        "schemaVersion": 1,
+        "eventId": f"f-{uuid.uuid4()}",
+        "tipId": tip,
+        "userId": user,
+        "action": ("done", "snooze", "dismiss")[i % 3],
+        "dwellMs": 20_000 + i % 100_000,
+        "occurredAt": _rfc3339(served + timedelta(seconds=30)),
+    }
+    key = user.encode()
+    return (key, orjson.dumps(show)), (key, orjson.dumps(answer))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def _create_topics(settings: Settings) -> Settings:
@@ -161,11 +160,16 @@ def peer(settings: Settings, module: str, mode: str, expected: int) -> float:
     raise RuntimeError(f"peer {module} {mode} failed:\n{result.stderr.decode()[-3000:]}")
 
 
-async def tipstream_worker(settings: Settings, expected_rows: int, policy: str) -> float:
+async def tipstream_worker(
+    settings: Settings, expected_rows: int, policy: str, profile_dir: Path | None = None
+) -> float:
     """Seconds from the worker's first batch to its last ``tip_feedback`` row written, the
-    worker serving (and so learning) ``policy``."""
+    worker serving (and so learning) ``policy``; sampled by py-spy into ``profile_dir``."""
     worker = WorkerProcess(settings, app_id=f"{settings.app_id}-worker-{policy}", policy=policy)
     worker.start()
+    spy = None
+    if profile_dir is not None and worker.process is not None:
+        spy = _profiler(worker.process.pid, profile_dir / f"worker-{policy}.txt")
     started = None
     try:
         async with aiohttp.ClientSession() as http:
@@ -188,6 +192,20 @@ async def tipstream_worker(settings: Settings, expected_rows: int, policy: str) 
                 await asyncio.sleep(0.05)
     finally:
         worker.stop()
+        if spy is not None:
+            spy.wait(timeout=60)  # py-spy writes its file when the worker has exited
+
+
+def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling process ``pid`` until it exits, into ``output`` (raw format)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
+    return subprocess.Popen(
+        [*command, "--output", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _sample(metrics_text: str, name: str) -> float:
@@ -198,7 +216,7 @@ def _sample(metrics_text: str, name: str) -> float:
 
 
 async def run_worker_bench(
-    settings: Settings, pairs: int = 20_000, users: int = 2_000
+    settings: Settings, pairs: int = 20_000, users: int = 2_000, profile_dir: Path | None = None
 ) -> dict[str, float]:
     settings = await _create_topics(settings)
     shows, feedback = make_events(pairs, users)
@@ -214,8 +232,8 @@ async def run_worker_bench(
     }
     # The shipped default policy, then egreedy-v1 (the cheapest learner, the figure of
     # earlier records); the second worker finds the rows already written (ON CONFLICT).
-    worker_s = await tipstream_worker(settings, pairs, DEFAULT_POLICY)
-    worker_v1_s = await tipstream_worker(settings, pairs, "egreedy-v1")
+    worker_s = await tipstream_worker(settings, pairs, DEFAULT_POLICY, profile_dir)
+    worker_v1_s = await tipstream_worker(settings, pairs, "egreedy-v1", profile_dir)
     rates = {
         "raw_aiokafka_orjson_eps": pairs / raw_s,
         "raw_aiokafka_validated_eps": pairs / validated_s,

@@ -1,0 +1,126 @@
+"""``python -m bench.latency``: from a feedback sent to its effect visible in ``/stats``.
+
+A real worker (fresh topics, the default policy) takes steady load, ``--rate`` events/s of
+show/feedback pairs over ``--users`` users for ``--seconds``; set it to about half of the
+worker's sustained rate (``python -m bench worker``). Beside the load, a probe user gets one
+pair every ``--probe-every`` seconds; the clock starts just before its feedback is sent and
+stops when ``/stats/egreedy/<probe>`` first shows the new pull (polled every 2 ms). Prints
+p50, p99 and max over the probes, and the load rate actually produced.
+
+    uv run python -m bench.latency --rate 2500 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+
+from bench.worker_throughput import _create_topics, make_pair
+from streams.dev.devstack import ensure_up
+from streams.dev.worker_process import WorkerProcess
+from streams.settings import Settings, get_settings
+
+TICK_S = 0.01
+
+
+def _served_now() -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=30)  # its feedback "occurs" now
+
+
+async def _load(
+    producer: AIOKafkaProducer, settings: Settings, rate: float, users: int, stop: asyncio.Event
+) -> int:
+    """Pairs at ``rate`` events/s (two per pair) until ``stop``; returns the events sent."""
+    sent, i = 0, 0
+    started = time.perf_counter()
+    while not stop.is_set():
+        due = int((time.perf_counter() - started) * rate / 2)
+        while i < due:
+            show, answer = make_pair(i, f"latency-user-{i % users}", _served_now())
+            await producer.send(settings.topic_shown, show[1], key=show[0])
+            await producer.send(settings.topic_feedback, answer[1], key=answer[0])
+            i += 1
+            sent += 2
+        await asyncio.sleep(TICK_S)
+    return sent
+
+
+async def _probe(
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    url: str,
+    n: int,
+) -> float:
+    """Seconds from sending the probe user's ``n``-th feedback to ``/stats`` showing it."""
+    user = "latency-probe"
+    show, answer = make_pair(10_000_000 + n, user, _served_now())
+    await producer.send_and_wait(settings.topic_shown, show[1], key=show[0])
+    started = time.perf_counter()
+    await producer.send(settings.topic_feedback, answer[1], key=answer[0])
+    while True:
+        async with http.get(f"{url}/stats/egreedy/{user}") as response:
+            if response.status == 200:
+                body = await response.json(content_type=None)
+                if body["pulls"] >= n:
+                    return time.perf_counter() - started
+        await asyncio.sleep(0.002)
+
+
+async def run(rate: float, users: int, seconds: float, probe_every: float) -> dict[str, float]:
+    settings = await _create_topics(get_settings())
+    async with WorkerProcess(settings, app_id=settings.app_id + "-latency") as worker:
+        producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), linger_ms=2)  # type: ignore[arg-type]
+        await producer.start()
+        stop = asyncio.Event()
+        latencies: list[float] = []
+        try:
+            load = asyncio.create_task(_load(producer, settings, rate, users, stop))
+            started = time.perf_counter()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                n = 0
+                while time.perf_counter() - started < seconds:
+                    n += 1
+                    probe_started = time.perf_counter()
+                    latencies.append(await _probe(producer, settings, http, worker.url, n))
+                    spent = time.perf_counter() - probe_started
+                    await asyncio.sleep(max(0.0, probe_every - spent))
+            stop.set()
+            sent = await load
+            elapsed = time.perf_counter() - started
+        finally:
+            stop.set()
+            await producer.stop()
+    ordered = sorted(latencies)
+    return {
+        "load_events_per_s": sent / elapsed,
+        "probes": len(ordered),
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=2500.0, help="load, events/s")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--probe-every", type=float, default=0.1, help="seconds between probes")
+    args = parser.parse_args()
+    ensure_up()
+    figures = asyncio.run(run(args.rate, args.users, args.seconds, args.probe_every))
+    print(f"bench.latency: load {args.rate:,.0f} events/s over {args.users} users")
+    for name, value in figures.items():
+        print(f"  {name:<20} {value:>12,.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
