@@ -178,9 +178,6 @@ class Settings(BaseSettings):
         json_schema_extra={"doc_default": f"`$XDG_STATE_HOME/tipstream`, else `{_STATE_HOME}`"},
     )
     batch_max: int = Field(default=2000, ge=1, description="events per batch at most")
-    batch_within_s: float = Field(
-        default=0.05, gt=0, description="a batch takes what arrived within this time"
-    )
     standby_replicas: int = Field(
         default=0,
         ge=0,

@@ -1,7 +1,7 @@
 """The faust application: the source topics, the state table, the agent and the timers.
 
 Layers, bottom up: Kafka (faust/aiokafka) → state (``StateTable``, one record per user) →
-stream (``Pipeline`` over batches from ``take_events``) → user API (HTTP views here).
+stream (``Pipeline`` over whole fetches from ``batches``) → user API (HTTP views here).
 """
 
 from __future__ import annotations

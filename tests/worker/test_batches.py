@@ -1,0 +1,50 @@
+"""``FetchedBatches``: fetches merged into bounded batches, in order, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from streams.worker.batches import FetchedBatches
+
+
+def _fetch(*offsets: int) -> list[Any]:
+    return cast("list[Any]", list(offsets))  # stand-ins for faust's messages
+
+
+async def test_waiting_fetches_merge_into_one_batch_in_order() -> None:
+    batches = FetchedBatches(max_events=10)
+    assert batches.offer(_fetch(1, 2))
+    assert batches.offer(_fetch(3))
+    assert await batches.take() == [1, 2, 3]
+
+
+async def test_a_batch_holds_at_most_max_events_and_the_rest_comes_next() -> None:
+    batches = FetchedBatches(max_events=3)
+    batches.offer(_fetch(1, 2))
+    batches.offer(_fetch(3, 4, 5, 6, 7))
+    assert await batches.take() == [1, 2, 3]
+    assert await batches.take() == [4, 5, 6]
+    assert await batches.take() == [7]
+
+
+async def test_a_full_queue_refuses_the_fast_path_and_put_waits_for_room() -> None:
+    batches = FetchedBatches(max_events=100, max_fetches=1)
+    assert batches.offer(_fetch(1))
+    assert not batches.offer(_fetch(2))
+    waiting = asyncio.ensure_future(batches.put(_fetch(2)))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert await batches.take() == [1]
+    await waiting
+    assert await batches.take() == [2]
+
+
+async def test_clear_drops_what_waits_and_says_how_much() -> None:
+    batches = FetchedBatches(max_events=2)
+    batches.offer(_fetch(1, 2, 3))
+    assert await batches.take() == [1, 2]  # 3 is carried to the next batch
+    batches.offer(_fetch(4, 5))
+    assert batches.clear() == 3
+    batches.offer(_fetch(6))
+    assert await batches.take() == [6]
