@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from bench.worker_throughput import _create_topics, make_pair
+from bench.worker_throughput import create_topics, make_pair
 from streams.dev.devstack import ensure_up
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings, get_settings
@@ -74,7 +74,7 @@ async def _probe(
 
 
 async def run(rate: float, users: int, seconds: float, probe_every: float) -> dict[str, float]:
-    settings = await _create_topics(get_settings())
+    settings = await create_topics(get_settings())
     async with WorkerProcess(settings, app_id=settings.app_id + "-latency") as worker:
         producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), linger_ms=2)  # type: ignore[arg-type]
         await producer.start()

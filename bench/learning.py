@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench.worker_throughput import _create_topics
+from bench.worker_throughput import create_topics
 from streams.analysis.compare import cell, run_rows
 from streams.analysis.load import fetch_expectations
 from streams.dev.devstack import ensure_up
@@ -57,7 +57,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 concurrency=args.concurrency,
                 epsilon=base.epsilon,
             )
-            settings = await _create_topics(base)
+            settings = await create_topics(base)
             started = time.monotonic()
             async with WorkerProcess(settings, policy=args.policy) as worker:
                 through = await run_closed_loop(worker.settings, config, quiet=True)

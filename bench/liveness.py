@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.worker_throughput import _create_topics
+from bench.worker_throughput import create_topics
 from streams.dev.devstack import ensure_up
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import get_settings
@@ -73,7 +73,7 @@ async def _watch(
 
 async def run(args: argparse.Namespace) -> int:
     base = get_settings()
-    settings = await _create_topics(base)
+    settings = await create_topics(base)
     # Kafka's default session timeout, not the 6 s the test workers use.
     worker = WorkerProcess(settings, loglevel="info", session_timeout_s=base.session_timeout_s)
     async with worker:

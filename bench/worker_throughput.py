@@ -83,7 +83,7 @@ def _rfc3339(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-async def _create_topics(settings: Settings) -> Settings:
+async def create_topics(settings: Settings) -> Settings:
     suffix = secrets.token_hex(4)
     names = {
         "topic_shown": f"bench.shown.{suffix}",
@@ -102,7 +102,7 @@ async def _create_topics(settings: Settings) -> Settings:
     return settings.model_copy(update={**names, "app_id": f"bench-{suffix}"})
 
 
-async def _fill(
+async def fill(
     settings: Settings, shows: list[tuple[bytes, bytes]], feedback: list[tuple[bytes, bytes]]
 ) -> None:
     producer = AIOKafkaProducer(**settings.aiokafka_kwargs(), linger_ms=10)  # type: ignore[arg-type]
@@ -170,30 +170,37 @@ async def tipstream_worker(
     spy = None
     if profile_dir is not None and worker.process is not None:
         spy = _profiler(worker.process.pid, profile_dir / f"worker-{policy}.txt")
-    started = None
     try:
-        async with aiohttp.ClientSession() as http:
-            while True:
+        return await rows_timer([worker], expected_rows)
+    finally:
+        worker.stop()
+        if spy is not None:
+            spy.wait(timeout=60)  # py-spy writes its file when the worker has exited
+
+
+async def rows_timer(workers: list[WorkerProcess], expected_rows: int) -> float:
+    """Seconds from the first batch of any of ``workers`` to their ``tip_feedback`` rows
+    written adding up to ``expected_rows`` (the workers' ``/metrics``, every 50 ms)."""
+    started = None
+    async with aiohttp.ClientSession() as http:
+        while True:
+            batches = rows = 0.0
+            for worker in workers:
                 if worker.process is not None and worker.process.poll() is not None:
                     raise RuntimeError(f"worker exited:\n{worker.log()}")
                 try:
                     async with http.get(worker.url + "/metrics") as response:
                         text = await response.text()
                 except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
                     continue
-                batches = _sample(text, "tipstream_batch_events_count")
-                rows = _sample(text, "tipstream_feedback_rows_written_total")
-                now = time.perf_counter()
-                if started is None and batches > 0:
-                    started = now
-                if rows >= expected_rows and started is not None:
-                    return now - started
-                await asyncio.sleep(0.05)
-    finally:
-        worker.stop()
-        if spy is not None:
-            spy.wait(timeout=60)  # py-spy writes its file when the worker has exited
+                batches += _sample(text, "tipstream_batch_events_count")
+                rows += _sample(text, "tipstream_feedback_rows_written_total")
+            now = time.perf_counter()
+            if started is None and batches > 0:
+                started = now
+            if rows >= expected_rows and started is not None:
+                return now - started
+            await asyncio.sleep(0.05)
 
 
 def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
@@ -218,9 +225,9 @@ def _sample(metrics_text: str, name: str) -> float:
 async def run_worker_bench(
     settings: Settings, pairs: int = 20_000, users: int = 2_000, profile_dir: Path | None = None
 ) -> dict[str, float]:
-    settings = await _create_topics(settings)
+    settings = await create_topics(settings)
     shows, feedback = make_events(pairs, users)
-    await _fill(settings, shows, feedback)
+    await fill(settings, shows, feedback)
     raw_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=False)
     validated_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=True)
     events = 2 * pairs
