@@ -92,8 +92,11 @@ class BatchConsumer(aiokafka_driver.Consumer):
                 await self.sleep(0)  # getmany can return at once, in a loop
                 if records is None or self.should_stop:
                     continue
-                if not self.flow_active:
-                    await self.perform_seek()  # as faust does: a rebalance is under way
+                if not self.flow_active:  # a rebalance is under way: as faust does, seek back
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:  # faust logs and carries on too
+                        self.log.warning("exception performing seek when flow not active %r", exc)
                     continue
                 generation = self.app.consumer_generation_id
                 batch: list[Message] = []
