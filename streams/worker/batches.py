@@ -1,10 +1,10 @@
 """Whole fetched batches from Kafka to the pipeline, beneath faust's per-event path.
 
-Why: faust hands a stream one event at a time. Per event its fetch loop starts two tasks
-(``wait_first``: the delivery or a flow stop, whichever ends first), decodes an ``Event``,
-queues it, and the stream takes it off the queue: faust's own empty agent tops out at about
-12,000 events/s on this machine before any work is done (``python -m bench worker``). The
-pipeline works on batches anyway.
+Why: faust hands a stream one event at a time. Per event its fetch loop starts four tasks
+(``wait_first``: the delivery, a flow stop, the service's stop or crash, whichever ends
+first), decodes an ``Event``, queues it, and the stream takes it off the queue: faust's own
+empty agent tops out at 9,000–12,000 events/s on our 2-core machines before any work is done
+(``python -m bench worker``). The pipeline works on batches anyway.
 
 So for the source topics ``BatchConsumer`` takes each fetch (aiokafka ``getmany``) whole and
 hands its messages on as one batch (``FetchedBatches``), once per fetch instead of once per
