@@ -17,17 +17,11 @@ from pathlib import Path
 
 import orjson
 
+from bench.report import print_figures
 from bench.sim_load import run_load_bench
 from bench.worker_throughput import run_worker_bench
 from streams.dev.devstack import ensure_up
 from streams.settings import get_settings
-
-
-def _print(title: str, figures: dict[str, float]) -> None:
-    print(f"\n== {title}")
-    width = max(len(k) for k in figures)
-    for name, value in figures.items():
-        print(f"  {name:<{width}}  {value:>14,.2f}")
 
 
 def main() -> int:
@@ -41,10 +35,11 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     if which in ("worker", "all"):
         results["worker"] = asyncio.run(run_worker_bench(settings, profile_dir=args.profile))
-        _print("worker throughput (events/s; ratios against the same run)", results["worker"])
+        title = "worker throughput (events/s; ratios against the same run)"
+        print_figures(title, results["worker"])
     if which in ("sim", "all"):
         results["sim"] = asyncio.run(run_load_bench(settings))
-        _print("simulator load mode (messages/s)", results["sim"])
+        print_figures("simulator load mode (messages/s)", results["sim"])
     out = Path("var/bench-results.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("ab") as f:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
+from bench.report import print_figures
 from bench.worker_throughput import create_topics, make_pair
 from streams.dev.devstack import ensure_up
 from streams.dev.worker_process import WorkerProcess
@@ -116,9 +117,7 @@ def main() -> int:
     args = parser.parse_args()
     ensure_up()
     figures = asyncio.run(run(args.rate, args.users, args.seconds, args.probe_every))
-    print(f"bench.latency: load {args.rate:,.0f} events/s over {args.users} users")
-    for name, value in figures.items():
-        print(f"  {name:<20} {value:>12,.1f}")
+    print_figures(f"bench.latency: load {args.rate:,.0f} events/s over {args.users} users", figures)
     return 0
 
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bandit.base import Moment, Task
+from bench.report import print_figures
 from bench.worker_throughput import make_events
 from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
 from streams.settings import Settings
@@ -149,9 +150,8 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings() if args.policy is None else Settings(policy=args.policy)
     figures = {**asyncio.run(layers(settings, args.pairs, args.users)), **week_of_tips(settings)}
-    print(f"bench.layers: {settings.policy}, {args.pairs} pairs over {args.users} users")
-    for name, value in figures.items():
-        print(f"  {name:<32} {value:>12,.1f}")
+    title = f"bench.layers: {settings.policy}, {args.pairs} pairs over {args.users} users"
+    print_figures(title, figures)
     return 0
 
 

@@ -17,6 +17,7 @@ import contextlib
 import aiohttp
 
 from bandit.registry import DEFAULT_POLICY
+from bench.report import print_figures
 from bench.worker_throughput import create_topics, fill, make_events, rows_timer
 from streams.dev.devstack import ensure_up
 from streams.dev.worker_process import WorkerProcess
@@ -79,9 +80,8 @@ def main() -> int:
     args = parser.parse_args()
     ensure_up()
     figures = asyncio.run(run(args.pairs, args.users))
-    print(f"bench.scale_out: {DEFAULT_POLICY}, {args.pairs} pairs over {args.users} users")
-    for name, value in figures.items():
-        print(f"  {name:<16} {value:>12,.2f}")
+    title = f"bench.scale_out: {DEFAULT_POLICY}, {args.pairs} pairs over {args.users} users"
+    print_figures(title, figures)
     return 0
 
 
