@@ -90,7 +90,7 @@ class Contribution:
         flat = np.empty(d * d + d + 1, dtype=np.float64)
         gram = flat[: d * d].reshape(d, d)
         gram[...] = user.a
-        gram[_diagonal(d)] -= user.lam
+        gram[np.diag_indices(d)] -= user.lam
         flat[d * d : d * d + d] = user.b
         flat[-1] = user.reward_sq_sum
         flat *= STAT_SCALE
@@ -120,11 +120,6 @@ class PoolDelta:
             return old.delta(-1)
         out, gone = new.delta(1), old.delta(-1)
         return cls(out.stats + gone.stats, out.pulls + gone.pulls, 0)
-
-
-def _diagonal(d: int) -> tuple[IntArray, IntArray]:
-    index = np.arange(d)
-    return index, index
 
 
 @dataclass(slots=True, eq=False)
@@ -201,8 +196,8 @@ class PoolStats:
         """Each type's ridge solution (λI + G_m)⁻¹ (λ prior_m + Σ r x) as an M × d array."""
         scale = 1.0 / float(STAT_SCALE * WEIGHT_SCALE)
         a = self.gram * scale
-        i, _ = _diagonal(self.dim)
-        a[:, i, i] += lam
+        i, j = np.diag_indices(self.dim)
+        a[:, i, j] += lam
         rhs = lam * np.asarray(priors, dtype=np.float64) + self.xr * scale
         return np.asarray(np.linalg.solve(a, rhs[:, :, None])[:, :, 0], dtype=np.float64)
 
