@@ -151,7 +151,6 @@ class Pipeline:
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
         self._hot: OrderedDict[str, _Hot] = OrderedDict()
         self._hot_max = hot_records
-        self._outcomes: Counter[tuple[str, str]] = Counter()  # this batch's, counted once
 
     # -- partitions --------------------------------------------------------------------
 
@@ -243,13 +242,14 @@ class Pipeline:
         records: dict[str, tuple[UserRecord, dict[str, Any]]] = {}
         rows: list[FeedbackRow] = []
         broken: set[int] = set()
+        outcomes: Counter[tuple[str, str]] = Counter()  # counted into the metric once
         for done, (key, group) in enumerate(groups.items(), 1):
             if not done % YIELD_EVERY_USERS:
                 # Let the consumer's heartbeat and the web server run during a long batch:
                 # a lone worker busy with one batch must never be taken for dead.
                 await asyncio.sleep(0)
             try:
-                changed, user_rows = self._process_group(key, group)
+                changed, user_rows = self._process_group(key, group, outcomes)
             except Exception as exc:  # a bug must not stop the stream or lose the events
                 log.exception(
                     "processing user %r failed; dead-lettering its events",
@@ -286,9 +286,8 @@ class Pipeline:
                 heapq.heappush(self._deadlines.setdefault(partition, []), (deadline, key))
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
-        for (source, outcome), n in self._outcomes.items():
+        for (source, outcome), n in outcomes.items():
             self.metrics.events.labels(source, outcome).inc(n)
-        self._outcomes.clear()
         for letter in letters:
             self.metrics.deadlettered.labels(letter.code).inc()
             log.warning(
@@ -361,7 +360,7 @@ class Pipeline:
             self._hot.popitem(last=False)
 
     def _process_group(
-        self, key: str, group: _Group
+        self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]
     ) -> tuple[tuple[UserRecord, dict[str, Any]] | None, list[FeedbackRow]]:
         record, models = self._load(key)
         before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
@@ -378,7 +377,7 @@ class Pipeline:
             self.pools.count_applied(group.run_id, group.partition, record.pulls - pulls)
         source = "sim" if group.run_id is not None else "prod"
         for outcome in result.outcomes:
-            self._outcomes[source, outcome] += 1
+            outcomes[source, outcome] += 1
         for latency_ms in result.reward_latencies_ms:
             self.metrics.reward_latency.observe(max(0.0, latency_ms / 1000))
         after = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
