@@ -36,11 +36,14 @@ The presets differ in features, types and priors:
   priority slope varies a lot (sd ≈ 0.33). The user's prior precision is σ² / var(coefficient
   across users), roughly ``V3_USER_LAMBDA``: 30 on the level, 3 on the priority slope, 25 on
   overdue, 20 on each hour band, so a new user's rewards move its priority slope first. The
-  types are a 5 × 3 grid in the centred coordinates (``centred_grid``); σ² = 0.3. Measured
-  with ``tipstream compare --policies pooledmix-v3`` (LEARNING.md): cold start (50 users ×
-  20 rounds) gap_closed over world seeds 0–5 in the in-memory replay 0.505–0.558 on the
-  standard personas (the retired pooledmix-v2: 0.493–0.523) and 0.449–0.495 on
-  judges/personas/alternate.json (pooledmix-v2: 0.434–0.480).
+  types are a 5 × 3 grid in the centred coordinates (``centred_grid``); σ² = 0.3.
+  Exploration starts at c = 0.03 (pooledmix-v1: 0.1), so ε is 0.03 on a user's first
+  reward and the 0.02 floor from the third: uniform exploration costs more than it teaches
+  a user with 20 rewards, and off-policy coverage is the exploration floor's job
+  (``ExplorationFloor``). Cold start (50 users × 20 rounds, the simulator's schedule in
+  memory), gap_closed over world seeds 0–4 and held-out seeds 5–9: standard 0.499 / 0.503
+  with c = 0.1, 0.531 / 0.533 with c = 0.03; alternate 0.466 / 0.492 and 0.482 / 0.497
+  (LEARNING.md has the figures through the worker).
 
 ``pooledmix-v2`` (features_v2, a 5 × 3 grid, λ 8 on the task coefficients) is retired in
 favour of ``pooledmix-v3`` (see ``bandit.registry``).
@@ -62,12 +65,12 @@ favour of ``pooledmix-v3`` (see ``bandit.registry``).
 >>> bob.ridge.lam.tolist()
 [30.0, 3.0, 25.0, 20.0, 20.0]
 >>> pol.probabilities(bob, shared, Moment(12, 2), tasks).round(3).tolist()  # type 0
-[0.05, 0.95]
+[0.015, 0.985]
 >>> for _ in range(3):  # bob likes low priority
 ...     pol.update(bob, shared, Moment(12, 2), tasks[0], -0.2)
 ...     pol.update(bob, shared, Moment(12, 2), tasks[1], -0.8)
 >>> pol.probabilities(bob, shared, Moment(12, 2), tasks).round(3).tolist()
-[0.981, 0.019]
+[0.99, 0.01]
 >>> shared.types, shared.users
 (15, 1)
 """
@@ -150,13 +153,14 @@ class PooledMixPreset:
     prototypes: Callable[[], FloatArray]
     lam_user: float | tuple[float, ...]
     sigma2: float
+    c: float  # ε_t = max(ε_min, c / sqrt(t + 1))
 
 
 PRESETS: Mapping[str, PooledMixPreset] = {
     p.name: p
     for p in (
-        PooledMixPreset("pooledmix-v1", features_v2, default_prototypes, 4.0, 0.45),
-        PooledMixPreset("pooledmix-v3", features_v3, centred_grid, V3_USER_LAMBDA, 0.3),
+        PooledMixPreset("pooledmix-v1", features_v2, default_prototypes, 4.0, 0.45, 0.1),
+        PooledMixPreset("pooledmix-v3", features_v3, centred_grid, V3_USER_LAMBDA, 0.3, 0.03),
     )
 }
 
@@ -187,7 +191,7 @@ class PooledMix(EpsilonGreedyScores):
         lam_user: float | FloatArray | None = None,
         lam_pool: float = 1.0,
         sigma2: float | None = None,
-        c: float = 0.1,
+        c: float | None = None,
         epsilon_min: float = 0.02,
     ) -> None:
         base = PRESETS.get(preset)
@@ -196,6 +200,7 @@ class PooledMix(EpsilonGreedyScores):
         protos = base.prototypes() if prototypes is None else np.asarray(prototypes, float)
         lam = base.lam_user if lam_user is None else lam_user
         sigma2 = base.sigma2 if sigma2 is None else sigma2
+        c = base.c if c is None else c
         if protos.ndim != 2 or protos.shape[1] != V2_DIM or protos.shape[0] < 1:
             raise ValueError(f"prototypes must be an M × {V2_DIM} array")
         positive = bool(np.all(np.asarray(lam) > 0)) and lam_pool > 0 and sigma2 > 0
