@@ -38,12 +38,9 @@ The presets differ in features, types and priors:
   overdue, 20 on each hour band, so a new user's rewards move its priority slope first. The
   types are a 5 × 3 grid in the centred coordinates (``centred_grid``); σ² = 0.3.
   Exploration starts at c = 0.03 (pooledmix-v1: 0.1), so ε is 0.03 on a user's first
-  reward and the 0.02 floor from the third: uniform exploration costs more than it teaches
-  a user with 20 rewards, and off-policy coverage is the exploration floor's job
-  (``ExplorationFloor``). Cold start (50 users × 20 rounds, the simulator's schedule in
-  memory), gap_closed over world seeds 0–4 and held-out seeds 5–9: standard 0.499 / 0.503
-  with c = 0.1, 0.531 / 0.533 with c = 0.03; alternate 0.466 / 0.492 and 0.482 / 0.497
-  (LEARNING.md has the figures through the worker).
+  choice and the 0.02 floor from the third: uniform exploration costs a user with 20
+  rewards more than it teaches, and off-policy coverage is the exploration floor's job
+  (``ExplorationFloor``). The measurements behind these choices are in LEARNING.md.
 
 ``pooledmix-v2`` (features_v2, a 5 × 3 grid, λ 8 on the task coefficients) is retired in
 favour of ``pooledmix-v3`` (see ``bandit.registry``).
@@ -153,7 +150,7 @@ class PooledMixPreset:
     prototypes: Callable[[], FloatArray]
     lam_user: float | tuple[float, ...]
     sigma2: float
-    c: float  # ε_t = max(ε_min, c / sqrt(t + 1))
+    c: float  # where exploration starts (``decaying_epsilon``)
 
 
 PRESETS: Mapping[str, PooledMixPreset] = {
