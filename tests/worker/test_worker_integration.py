@@ -12,7 +12,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from bandit.registry import DEFAULT_POLICY
+from bandit.explore import EpsilonGreedyScores
+from bandit.registry import DEFAULT_POLICY, make_policy
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
 from streams.worker.partitioning import partition_for
@@ -255,11 +256,16 @@ async def test_score_answers_and_rejects_bad_requests(worker: WorkerProcess) -> 
     assert status == 200, answer
     assert answer["tip_id"] in {"a", "b"}
     assert answer["policy"] == DEFAULT_POLICY == worker.settings.policy
-    # A fresh user: ε = 0.1 over two candidates, so the greedy tip has 0.95 and the other
-    # 0.05 (exact ε-greedy propensities); an unexplored answer is the greedy tip.
-    assert answer["propensity"] in (pytest.approx(0.95), pytest.approx(0.05))
+    # A fresh user over two candidates: the greedy tip has 1 − ε/2 and the other ε/2, with ε
+    # the serving policy's own first-round ε (exact ε-greedy propensities); an unexplored
+    # answer is the greedy tip.
+    policy = make_policy(DEFAULT_POLICY)
+    assert isinstance(policy, EpsilonGreedyScores)
+    epsilon = policy.epsilon_for(policy.new_user())
+    greedy, other = 1 - epsilon / 2, epsilon / 2
+    assert answer["propensity"] in (pytest.approx(greedy), pytest.approx(other))
     if not answer["explored"]:
-        assert answer["propensity"] == pytest.approx(0.95)
+        assert answer["propensity"] == pytest.approx(greedy)
     again = await worker.post("/score/egreedy", body)
     assert again == (200, answer)  # the same seed draws the same exploration
     status, error = await worker.post("/score/egreedy", {**body, "candidates": []})
