@@ -12,8 +12,9 @@ sinks that only count. Layers, each timed alone over the same events:
 - pipeline: the whole ``Pipeline.handle`` (decode, group, join, reward, learn, rows out,
   records stored), the sum of the above and the rest.
 
-Then the record of one user with 70 settled tips (a week at 10 a day): its bytes, the bytes of
-its guards, and of its policy state.
+Then one user's 70 settled tips (a week at 10 a day), one per batch through the pipeline: the
+bytes of each changelog write (the record, and the guard chunks it spills), and what the user
+holds in the store; once with ``tip-N`` ids, once with ids as long as a UUID.
 
     uv run python -m bench.layers --policy pooledmix-v3
 """
@@ -23,20 +24,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from bandit.base import Moment, Task
 from bench.report import print_figures
-from bench.worker_throughput import make_events
-from schemas.events import TipFeedback, TipShown, decode_feedback, decode_shown
+from bench.worker_throughput import make_events, make_pair
+from schemas.events import TipShown, decode_feedback, decode_shown
 from streams.settings import Settings
 from streams.worker.app import build_policies
-from streams.worker.joiner import FeedbackRow, Joiner
+from streams.worker.joiner import FeedbackRow
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
-from streams.worker.state import UserRecord
+from streams.worker.state import CHUNK_SEPARATOR, UserRecord, is_chunk_key
 
 T0_MS = 1_700_000_000_000
 
@@ -52,10 +56,12 @@ class _Sinks:
 class _CountingStore(dict[str, bytes]):
     writes = 0
     written_bytes = 0
+    largest = 0
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self.writes += 1
         self.written_bytes += len(value)
+        self.largest = max(self.largest, len(value))
         super().__setitem__(key, value)
 
 
@@ -90,7 +96,7 @@ async def layers(settings: Settings, pairs: int, users: int) -> dict[str, float]
         await pipeline.handle(raws[i : i + settings.batch_max])
     pipeline_us = _per_event_us(time.perf_counter() - started, n)
 
-    records = [UserRecord.decode(blob) for blob in store.values()]
+    records = [UserRecord.decode(blob) for key, blob in store.items() if not is_chunk_key(key)]
     started = time.perf_counter()
     for record in records:
         record.encode()
@@ -115,31 +121,48 @@ async def layers(settings: Settings, pairs: int, users: int) -> dict[str, float]
     }
 
 
-def week_of_tips(settings: Settings, tips: int = 70) -> dict[str, float]:
-    """One user's record after ``tips`` settled tips."""
-    policies = build_policies(settings)
-    shows, feedback = make_events(tips, 1)
-    events: list[tuple[TipShown | TipFeedback, int]] = []
-    for (_, show), (_, answer) in zip(shows, feedback, strict=True):
-        shown, answered = decode_shown(show), decode_feedback(answer)
-        assert isinstance(shown, TipShown)
-        assert isinstance(answered, TipFeedback)
-        events += [(shown, T0_MS), (answered, T0_MS)]
-    shared: dict[str, Any] = {p.name: p.new_shared() for p in policies}
-    shared = {name: pool for name, pool in shared.items() if pool is not None}
-    record = UserRecord()
-    Joiner(policies, reward_wait_ms=86_400_000).process(record, "u", events, T0_MS, shared)
-    blob = record.encode()
+async def week_of_tips(
+    settings: Settings, tips: int = 70, *, uuid_tips: bool = False
+) -> dict[str, float]:
+    """One user's ``tips`` settled tips, one per batch a minute apart, through the pipeline:
+    the bytes of each changelog write, and what the user holds in the store at the end.
+
+    ``uuid_tips``: tip ids as long as a UUID (36 characters) instead of ``tip-N``.
+    """
+    store = _CountingStore()
+    sinks = _Sinks()
+    pipeline = Pipeline(settings, build_policies(settings), store, sinks, sinks, WorkerMetrics())
+    user = "bench-user-0"
+    partition = partition_for(user, settings.partitions)
+    for i in range(tips):
+        show, answer = make_pair(i, user, datetime.now(UTC) - timedelta(hours=1))
+        if uuid_tips:
+            show, answer = (_with_tip(event, str(uuid.UUID(int=i))) for event in (show, answer))
+        at_ms = T0_MS + i * 60_000
+        await pipeline.handle([
+            RawEvent(settings.topic_shown, partition, 2 * i, at_ms, *show),
+            RawEvent(settings.topic_feedback, partition, 2 * i + 1, at_ms, *answer),
+        ])  # fmt: skip
+    record = UserRecord.decode(store[user])
+    held = sum(len(blob) for key, blob in store.items() if key.split(CHUNK_SEPARATOR)[0] == user)
     policy_bytes = sum(len(b) + len(name) + 5 for name, b in record.policy_blobs.items())
-    without_guards = UserRecord(record.pulls, record.reward_milli_sum, record.last_updated_ms)
-    without_guards.policy_blobs = record.policy_blobs
-    guard_bytes = len(blob) - len(without_guards.encode())
+    prefix = "uuid_tips_" if uuid_tips else ""
     return {
-        "settled_tips": len(record.settled),
-        "record_bytes": len(blob),
-        "guard_bytes_per_settled_tip": guard_bytes / len(record.settled),
-        "policy_state_bytes": policy_bytes,
+        f"{prefix}settled_tips": tips,
+        f"{prefix}record_bytes": len(store[user]),
+        f"{prefix}store_bytes_per_user": held,
+        f"{prefix}mean_bytes_per_changelog_write": store.written_bytes / store.writes,
+        f"{prefix}max_bytes_per_changelog_write": store.largest,
+        f"{prefix}changelog_writes_per_settled_tip": store.writes / tips,
+        f"{prefix}policy_state_bytes": policy_bytes,
     }
+
+
+def _with_tip(event: tuple[bytes, bytes], tip: str) -> tuple[bytes, bytes]:
+    key, value = event
+    document = orjson.loads(value)
+    document["tipId"] = tip
+    return key, orjson.dumps(document)
 
 
 def main() -> int:
@@ -149,7 +172,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=2_000)
     args = parser.parse_args()
     settings = Settings() if args.policy is None else Settings(policy=args.policy)
-    figures = {**asyncio.run(layers(settings, args.pairs, args.users)), **week_of_tips(settings)}
+    figures = {
+        **asyncio.run(layers(settings, args.pairs, args.users)),
+        **asyncio.run(week_of_tips(settings)),
+        **asyncio.run(week_of_tips(settings, uuid_tips=True)),
+    }
     title = f"bench.layers: {settings.policy}, {args.pairs} pairs over {args.users} users"
     print_figures(title, figures)
     return 0

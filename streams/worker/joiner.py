@@ -158,7 +158,7 @@ class Joiner:
     def _on_show(self, user: _UserPass, show: TipShown, timestamp_ms: int) -> None:
         record, result = user.record, user.result
         tip = show.tip_id
-        if tip in record.settled or tip in record.pending_shows:
+        if tip in record.pending_shows or record.guard(tip) is not None:
             # A re-delivery, or a second show of a tip already served: the first one counts.
             result.outcomes.append("show_duplicate")
             return
@@ -192,7 +192,7 @@ class Joiner:
         first, *later = waiting
         self._settle(user, tip, pending, first)
         for other in later:
-            result.rows.append(_row(tip, show.user_id, DUPLICATE, other, record.settled.get(tip)))
+            result.rows.append(_row(tip, show.user_id, DUPLICATE, other, record.guard(tip)))
             result.outcomes.append(DUPLICATE)
 
     # -- feedback ----------------------------------------------------------------------
@@ -209,11 +209,11 @@ class Joiner:
             timestamp_ms + self.wait_ms,
         )
         if action in LEGACY_ACTIONS:
-            origin = record.pending_shows.get(tip) or record.settled.get(tip)
+            origin = record.pending_shows.get(tip) or record.guard(tip)
             result.rows.append(_row(tip, feedback.user_id, LEGACY, waiting, origin))
             result.outcomes.append(LEGACY)
             return
-        settled = record.settled.get(tip)
+        settled = record.guard(tip)
         if settled is not None:
             if settled.kind == APPLIED and settled.event == event_key(feedback.event_id):
                 # Re-delivery of the feedback we learned from: rewrite its row, learn nothing.
@@ -349,7 +349,10 @@ class Joiner:
                 user.result.changed = True
             elif settled.at_ms < horizon:
                 stale.append(tip)
-        if not stale:
+        floor = record.guard_floor_ms
+        # A chunk's guards below the new floor are forgotten by raising it (UserRecord.guard).
+        stale_archived = any(floor <= g.at_ms < horizon for g in record.archived.values())
+        if not stale and not stale_archived:
             return
         for tip in stale:
             del record.settled[tip]

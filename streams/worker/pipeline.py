@@ -34,6 +34,9 @@ from streams.worker.pools import Pools
 from streams.worker.state import (
     SIM_SEPARATOR,
     UserRecord,
+    chunk_key,
+    decode_chunk,
+    is_chunk_key,
     is_legacy_shared_key,
     key_partition,
     user_key,
@@ -180,13 +183,19 @@ class Pipeline:
         self._forget_partition(partition)
         heap: list[tuple[int, str]] = []
         shows = feedback = 0
+        chunks: list[str] = []
+        referenced: set[str] = set()
         for key, blob in list(self.store.items()):
             if key_partition(key, self.settings.partitions) != partition:
                 continue
             if is_legacy_shared_key(key):
                 del self.store[key]  # a pooled prior stored by an earlier version
                 continue
+            if is_chunk_key(key):
+                chunks.append(key)
+                continue
             record = UserRecord.decode(blob)
+            referenced.update(chunk_key(key, number) for number in record.chunk_numbers)
             deadline = record.next_deadline_ms()
             if deadline is not None:
                 heap.append((deadline, key))
@@ -200,6 +209,10 @@ class Pipeline:
                 p.name: user_state(p, blobs[p.name]) for p in self.pools.pooled if p.name in blobs
             }
             self.pools.add_user(run_id or None, partition, states)
+        for key in chunks:
+            if key not in referenced:
+                # Its record was written without it, and a crash lost the deletion after.
+                del self.store[key]
         heapq.heapify(heap)
         self._deadlines[partition] = heap
         self._waiting[partition] = (shows, feedback)
@@ -239,7 +252,7 @@ class Pipeline:
             group.raws.append(raw)
         self._add_due_expiries(groups)
 
-        records: dict[str, tuple[UserRecord, dict[str, Any]]] = {}
+        records: dict[str, tuple[UserRecord, dict[str, Any], set[str]]] = {}
         rows: list[FeedbackRow] = []
         broken: set[int] = set()
         outcomes: Counter[tuple[str, str]] = Counter()  # counted into the metric once
@@ -276,9 +289,14 @@ class Pipeline:
                 rows += user_rows  # simulated traffic never writes tip_feedback
 
         await self.rows.write(rows, shows)
-        for key, (record, models) in records.items():
+        for key, (record, models, stored) in records.items():
+            new_chunks, gone = record.spill(stored)
+            for number, chunk in new_chunks.items():  # before the record (UserRecord.spill)
+                self.store[chunk_key(key, number)] = chunk
             blob = record.encode()
             self.store[key] = blob
+            for number in gone:  # after it
+                self.store.pop(chunk_key(key, number), None)
             self._remember(key, _Hot(blob, record, models))
             deadline = record.next_deadline_ms()
             if deadline is not None:
@@ -351,7 +369,19 @@ class Pipeline:
             return hot.record, hot.models
         # Not cached, or the store holds other bytes (recovered from the changelog, reset).
         self._hot.pop(key, None)
-        return (UserRecord.decode(blob) if blob is not None else UserRecord()), {}
+        if blob is None:
+            return UserRecord(), {}
+        record = UserRecord.decode(blob)
+        for number in record.chunk_numbers:
+            chunk = self.store.get(chunk_key(key, number))
+            if chunk is None:
+                # Written before its record, so only a lost changelog write gets here.
+                log.error(
+                    "user %r: guard chunk %d is missing: its tips may be learned again", key, number
+                )
+                continue
+            record.load_chunk(number, decode_chunk(chunk))
+        return record, {}
 
     def _remember(self, key: str, hot: _Hot) -> None:
         self._hot[key] = hot
@@ -361,8 +391,9 @@ class Pipeline:
 
     def _process_group(
         self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]
-    ) -> tuple[tuple[UserRecord, dict[str, Any]] | None, list[FeedbackRow]]:
+    ) -> tuple[tuple[UserRecord, dict[str, Any], set[str]] | None, list[FeedbackRow]]:
         record, models = self._load(key)
+        stored = set(record.settled)  # the guards already written: those may move to a chunk
         before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
         pulls = record.pulls
         result = self.joiner.process(
@@ -388,7 +419,7 @@ class Pipeline:
         )
         if not result.changed:
             return None, result.rows
-        return (record, models), result.rows
+        return (record, models, stored), result.rows
 
     def _publish_waiting(self) -> None:
         self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))

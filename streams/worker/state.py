@@ -2,7 +2,8 @@
 
 One record per (namespace, user) holds everything the join and the learner need, so that
 one changelog write updates the model and the idempotence guard together: a replay after
-a crash finds the guard and never applies a feedback twice.
+a crash finds the guard and never applies a feedback twice. Guards from earlier writes
+move to guard chunks (``UserRecord.spill``), so that a write stays small.
 
 Keys: a production user's key is its ``userId``; a simulated user's is
 ``userId \\x1f runId`` (ids never hold control characters, the schema forbids them). Pooled
@@ -25,6 +26,17 @@ as an index into the record's list of policy names.
 >>> record.settled["t0"] = Settled("applied", event_key("f0"), 750, 30000, "egreedy-v1", 0.9, 7)
 >>> UserRecord.decode(record.encode()).settled["t0"] == record.settled["t0"]
 True
+
+The record keeps only its newest guards (at most ``GUARDS_IN_RECORD`` from earlier writes):
+:meth:`UserRecord.spill` moves older ones into *guard chunks*, keys of their own written
+once, so that a changelog write stays small for a user with a week of settled tips instead
+of carrying every guard again. A chunk's key is the record's key, ``\\x1d`` and its number.
+
+>>> for i in range(1, 6):
+...     record.settled[f"t{i}"] = Settled("expired", event_key(f"s{i}"), None, None, None, None, 8)
+>>> new, gone = record.spill(stored=set(record.settled) - {"t5"})
+>>> sorted(record.settled), list(new), gone, record.guard("t0").reward_milli
+(['t5'], [0], [], 750)
 """
 
 from __future__ import annotations
@@ -41,13 +53,19 @@ from bandit.base import Policy
 from streams.worker.partitioning import partition_for
 
 __all__ = [
+    "CHUNK_SEPARATOR",
+    "GUARDS_IN_RECORD",
     "LEGACY_SHARED_PREFIX",
     "SIM_SEPARATOR",
     "PendingFeedback",
     "PendingShow",
     "Settled",
     "UserRecord",
+    "chunk_key",
+    "decode_chunk",
+    "encode_chunk",
     "event_key",
+    "is_chunk_key",
     "is_legacy_shared_key",
     "key_partition",
     "user_key",
@@ -55,11 +73,17 @@ __all__ = [
 ]
 
 SIM_SEPARATOR = "\x1f"
+CHUNK_SEPARATOR = "\x1d"
 LEGACY_SHARED_PREFIX = "\x1e"  # pooled priors were stored under such keys before 2026-12
-_FORMAT = 3  # 3: guards packed binary after the JSON
-# 2: guards as JSON rows, stamped with stream time, and the per-user guard floor;
-# 1: the same, stamped with payload times (restamped on read).
-_LEGACY_FORMATS = frozenset({1, 2})
+# Guards from earlier writes that a record keeps before spilling them to a chunk: with the
+# serving policy's state (about 650 bytes) and tip ids as long as a UUID, a write stays
+# under 1 KB.
+GUARDS_IN_RECORD = 3
+_FORMAT = 4  # 4: older guards in chunks (a format-3 reader would miss them, so it must refuse)
+# 3: guards packed binary after the JSON; 2: guards as JSON rows, stamped with stream time,
+# and the per-user guard floor; 1: the same, stamped with payload times (restamped on read).
+_LEGACY_FORMATS = frozenset({1, 2, 3})
+_PACKED_FORMATS = frozenset({3, 4})
 _HEADER = struct.Struct("<BI")  # format version, JSON length
 _BLOB = struct.Struct("<BI")  # name length, blob length
 _GUARDS = struct.Struct("<I")  # how many guards follow the JSON
@@ -79,11 +103,22 @@ def user_key(user_id: str, run_id: str | None) -> str:
     return user_id if run_id is None else f"{user_id}{SIM_SEPARATOR}{run_id}"
 
 
+def chunk_key(key: str, number: int) -> str:
+    """The key of guard chunk ``number`` of the record under ``key``."""
+    return f"{key}{CHUNK_SEPARATOR}{number}"
+
+
+def is_chunk_key(key: str) -> bool:
+    return CHUNK_SEPARATOR in key
+
+
 def key_partition(key: str, partitions: int) -> int:
-    """The changelog partition of a state key: the input partition of its user."""
+    """The changelog partition of a state key (a record or its chunk): its user's input
+    partition."""
     if key.startswith(LEGACY_SHARED_PREFIX):
         return int(key.rsplit(SIM_SEPARATOR, 1)[1])
-    return partition_for(key.split(SIM_SEPARATOR, 1)[0], partitions)
+    user_id = key.split(SIM_SEPARATOR, 1)[0].split(CHUNK_SEPARATOR, 1)[0]
+    return partition_for(user_id, partitions)
 
 
 def is_legacy_shared_key(key: str) -> bool:
@@ -153,6 +188,63 @@ class UserRecord:
     policy_blobs: dict[str, bytes] = field(default_factory=dict)
     # Stream time below which guards were forgotten: shows older than this are not joined.
     guard_floor_ms: int = 0
+    # Guard chunks (see spill): the live ones are numbered first_chunk .. next_chunk - 1.
+    first_chunk: int = 0
+    next_chunk: int = 0
+    # Loaded beside the record by the store's owner (load_chunk), never encoded in it: the
+    # chunks' guards, and the stream time of each chunk's newest guard.
+    archived: dict[str, Settled] = field(default_factory=dict, compare=False)
+    chunk_newest: dict[int, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def chunk_numbers(self) -> range:
+        return range(self.first_chunk, self.next_chunk)
+
+    def load_chunk(self, number: int, guards: dict[str, Settled]) -> None:
+        self.archived.update(guards)
+        self.chunk_newest[number] = max((g.at_ms for g in guards.values()), default=-1)
+
+    def guard(self, tip: str) -> Settled | None:
+        """The tip's guard, in the record or in a chunk; below the floor it is forgotten."""
+        found = self.settled.get(tip)
+        if found is None:
+            found = self.archived.get(tip)
+            if found is not None and found.at_ms < self.guard_floor_ms:
+                return None
+        return found
+
+    def spill(self, stored: set[str]) -> tuple[dict[int, bytes], list[int]]:
+        """Move guards into a chunk once the record holds more than ``GUARDS_IN_RECORD``, and
+        drop the oldest chunks while all their guards are below the floor.
+
+        Returns the chunks to write *before* this record and the chunk numbers to delete
+        *after* it. Only guards of an earlier, already written record (``stored``) move:
+        a chunk may land without the record that follows it, and a guard must never land
+        without the model update it guards. The order makes every crash safe, because one
+        producer's writes to one partition land in order (aiokafka sends one request per
+        broker at a time and retries a batch before later ones): a chunk lands only after
+        the record that held its guards, and a deletion only after the record that raised
+        the floor.
+        """
+        new: dict[int, bytes] = {}
+        moving = {t: g for t, g in self.settled.items() if t in stored}
+        if len(self.settled) > GUARDS_IN_RECORD and moving:
+            number = self.next_chunk
+            self.next_chunk += 1
+            new[number] = encode_chunk(moving)
+            self.load_chunk(number, moving)
+            for tip in moving:
+                del self.settled[tip]
+        floor, gone = self.guard_floor_ms, []
+        while self.first_chunk < self.next_chunk and (
+            self.chunk_newest.get(self.first_chunk, -1) < floor
+        ):
+            self.chunk_newest.pop(self.first_chunk, None)
+            gone.append(self.first_chunk)
+            self.first_chunk += 1
+        if gone:
+            self.archived = {t: g for t, g in self.archived.items() if g.at_ms >= floor}
+        return new, gone
 
     def next_deadline_ms(self) -> int | None:
         deadlines = [s.deadline_ms for s in self.pending_shows.values()]
@@ -170,26 +262,11 @@ class UserRecord:
                 "f": {t: [_feedback_row(f) for f in w] for t, w in self.pending_feedback.items()},
                 "gp": policies,
                 "w": self.guard_floor_ms,
+                "c": [self.first_chunk, self.next_chunk],
             }
         )
-        parts = [_HEADER.pack(_FORMAT, len(document)), document, _GUARDS.pack(len(self.settled))]
-        index = {name: i for i, name in enumerate(policies)}
-        pack_tip, pack_guard = _TIP_LENGTH.pack, _GUARD.pack
-        for tip, g in self.settled.items():
-            encoded_tip = tip.encode()
-            parts += [
-                pack_tip(len(encoded_tip)),
-                encoded_tip,
-                pack_guard(
-                    g.event,
-                    _KINDS.index(g.kind),
-                    _NO_REWARD if g.reward_milli is None else g.reward_milli,
-                    _NO_DWELL if g.dwell_ms is None else g.dwell_ms,
-                    _NO_POLICY if g.policy is None else index[g.policy],
-                    math.nan if g.propensity is None else g.propensity,
-                    g.at_ms,
-                ),
-            ]
+        parts = [_HEADER.pack(_FORMAT, len(document)), document]
+        _pack_guards(parts, self.settled, policies)
         for name, blob in self.policy_blobs.items():
             encoded_name = name.encode()
             parts += [_BLOB.pack(len(encoded_name), len(blob)), encoded_name, blob]
@@ -203,7 +280,7 @@ class UserRecord:
         start = _HEADER.size
         document = orjson.loads(data[start : start + length])
         offset = start + length
-        if version == _FORMAT:
+        if version in _PACKED_FORMATS:
             settled, offset = _unpack_guards(data, offset, document["gp"])
         else:
             settled = {t: _legacy_guard(row, version) for t, row in document["g"].items()}
@@ -228,7 +305,50 @@ class UserRecord:
             settled=settled,
             policy_blobs=blobs,
             guard_floor_ms=document.get("w", 0),
+            first_chunk=document.get("c", (0, 0))[0],
+            next_chunk=document.get("c", (0, 0))[1],
         )
+
+
+def encode_chunk(guards: dict[str, Settled]) -> bytes:
+    """A guard chunk: the format, the policy names its guards index, and the packed guards."""
+    policies = sorted({g.policy for g in guards.values() if g.policy is not None})
+    names = orjson.dumps(policies)
+    parts = [_HEADER.pack(_FORMAT, len(names)), names]
+    _pack_guards(parts, guards, policies)
+    return b"".join(parts)
+
+
+def decode_chunk(data: bytes) -> dict[str, Settled]:
+    version, length = _HEADER.unpack_from(data, 0)
+    if version != _FORMAT:
+        raise ValueError(f"unknown guard chunk format {version}")
+    policies = orjson.loads(data[_HEADER.size : _HEADER.size + length])
+    guards, offset = _unpack_guards(data, _HEADER.size + length, policies)
+    if offset != len(data):
+        raise ValueError("guard chunk has trailing bytes")
+    return guards
+
+
+def _pack_guards(parts: list[bytes], guards: dict[str, Settled], policies: list[str]) -> None:
+    parts.append(_GUARDS.pack(len(guards)))
+    index = {name: i for i, name in enumerate(policies)}
+    pack_tip, pack_guard = _TIP_LENGTH.pack, _GUARD.pack
+    for tip, g in guards.items():
+        encoded_tip = tip.encode()
+        parts += [
+            pack_tip(len(encoded_tip)),
+            encoded_tip,
+            pack_guard(
+                g.event,
+                _KINDS.index(g.kind),
+                _NO_REWARD if g.reward_milli is None else g.reward_milli,
+                _NO_DWELL if g.dwell_ms is None else g.dwell_ms,
+                _NO_POLICY if g.policy is None else index[g.policy],
+                math.nan if g.propensity is None else g.propensity,
+                g.at_ms,
+            ),
+        ]
 
 
 def _unpack_guards(data: bytes, offset: int, policies: list[str]) -> tuple[dict[str, Settled], int]:
