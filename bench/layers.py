@@ -129,20 +129,8 @@ async def week_of_tips(
 
     ``uuid_tips``: tip ids as long as a UUID (36 characters) instead of ``tip-N``.
     """
-    store = _CountingStore()
-    sinks = _Sinks()
-    pipeline = Pipeline(settings, build_policies(settings), store, sinks, sinks, WorkerMetrics())
     user = "bench-user-0"
-    partition = partition_for(user, settings.partitions)
-    for i in range(tips):
-        show, answer = make_pair(i, user, datetime.now(UTC) - timedelta(hours=1))
-        if uuid_tips:
-            show, answer = (_with_tip(event, str(uuid.UUID(int=i))) for event in (show, answer))
-        at_ms = T0_MS + i * 60_000
-        await pipeline.handle([
-            RawEvent(settings.topic_shown, partition, 2 * i, at_ms, *show),
-            RawEvent(settings.topic_feedback, partition, 2 * i + 1, at_ms, *answer),
-        ])  # fmt: skip
+    store = await _settle_tips(settings, user, tips, uuid_tips=uuid_tips)
     record = UserRecord.decode(store[user])
     held = sum(len(blob) for key, blob in store.items() if key.split(CHUNK_SEPARATOR)[0] == user)
     policy_bytes = sum(len(b) + len(name) + 5 for name, b in record.policy_blobs.items())
@@ -156,6 +144,31 @@ async def week_of_tips(
         f"{prefix}changelog_writes_per_settled_tip": store.writes / tips,
         f"{prefix}policy_state_bytes": policy_bytes,
     }
+
+
+async def one_user_record(settings: Settings, tips: int) -> bytes:
+    """The record (without its chunks) of a user of the serving policy after ``tips`` tips."""
+    user = "bench-user-0"
+    return (await _settle_tips(settings, user, tips, uuid_tips=False))[user]
+
+
+async def _settle_tips(
+    settings: Settings, user: str, tips: int, *, uuid_tips: bool
+) -> _CountingStore:
+    store = _CountingStore()
+    sinks = _Sinks()
+    pipeline = Pipeline(settings, build_policies(settings), store, sinks, sinks, WorkerMetrics())
+    partition = partition_for(user, settings.partitions)
+    for i in range(tips):
+        show, answer = make_pair(i, user, datetime.now(UTC) - timedelta(hours=1))
+        if uuid_tips:
+            show, answer = (_with_tip(event, str(uuid.UUID(int=i))) for event in (show, answer))
+        at_ms = T0_MS + i * 60_000
+        await pipeline.handle([
+            RawEvent(settings.topic_shown, partition, 2 * i, at_ms, *show),
+            RawEvent(settings.topic_feedback, partition, 2 * i + 1, at_ms, *answer),
+        ])  # fmt: skip
+    return store
 
 
 def _with_tip(event: tuple[bytes, bytes], tip: str) -> tuple[bytes, bytes]:
