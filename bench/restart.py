@@ -2,15 +2,17 @@
 
 Fresh topics and app id; the state changelog is pre-filled with ``--users`` records (each
 the record of a real user of the serving policy after ``--tips`` settled tips, from the
-pipeline itself), keyed and partitioned as the worker writes them. Then, with the in-memory
-store (the worker's only store today):
+pipeline itself), keyed and partitioned as the worker writes them. Then, with the store
+``--store`` names (``TIPSTREAM_STATE_STORE``):
 
-1. start a worker: seconds until ``/healthz`` is 200 (the changelog replayed into memory),
+1. start a worker: seconds until ``/healthz`` is 200 (the changelog replayed into the store),
    then until a new user's feedback is visible in ``/stats`` (the first batch indexes each
    owned partition's records), and the worker's resident memory;
-2. ``kill -9`` it and start another: the same figures, the restart the issue asks about.
+2. ``kill -9`` it and start another on the same data directory: the same figures, the
+   restart the issue asks about.
 
-    flock /tmp/tipstream-integration.lock uv run python -m bench.restart --users 1000000
+    flock /tmp/tipstream-integration.lock uv run python -m bench.restart --users 1000000 \
+        --store rocksdb
 """
 
 from __future__ import annotations
@@ -111,9 +113,10 @@ async def check_recovered(worker: WorkerProcess, users: int, tips: int) -> None:
 
 
 async def start_and_measure(
-    settings: Settings, label: str, users: int, tips: int
+    settings: Settings, label: str, users: int, tips: int, store: str, data_dir: str | None
 ) -> tuple[WorkerProcess, dict[str, float]]:
-    worker = WorkerProcess(settings, policy=DEFAULT_POLICY)
+    overrides = {} if data_dir is None else {"data_dir": data_dir}
+    worker = WorkerProcess(settings, policy=DEFAULT_POLICY, state_store=store, **overrides)
     started = time.perf_counter()
     worker.start()
     await worker.wait_ready(timeout_s=READY_TIMEOUT_S)
@@ -130,7 +133,7 @@ async def start_and_measure(
     }
 
 
-async def run(users: int, tips: int) -> dict[str, float]:
+async def run(users: int, tips: int, store: str = "memory") -> dict[str, float]:
     ensure_up()
     base = get_settings()
     settings = await create_topics(base)
@@ -141,10 +144,13 @@ async def run(users: int, tips: int) -> dict[str, float]:
         "record_bytes": len(record),
         "changelog_fill_s": fill_s,
     }
-    worker, first = await start_and_measure(settings, "start", users, tips)
+    worker, first = await start_and_measure(settings, "start", users, tips, store, None)
     figures |= first
     worker.stop(kill=True)
-    worker, again = await start_and_measure(settings, "restart_after_kill9", users, tips)
+    # The same data directory: a store on disk starts from its files.
+    worker, again = await start_and_measure(
+        settings, "restart_after_kill9", users, tips, store, worker.settings.data_dir
+    )
     figures |= again
     worker.stop()
     return figures
@@ -154,9 +160,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--tips", type=int, default=10, help="settled tips per user's record")
+    parser.add_argument("--store", choices=["memory", "rocksdb"], default="memory")
     args = parser.parse_args()
-    figures = asyncio.run(run(args.users, args.tips))
-    print_figures(f"bench.restart: {args.users} users, memory store", figures)
+    figures = asyncio.run(run(args.users, args.tips, args.store))
+    print_figures(f"bench.restart: {args.users} users, {args.store} store", figures)
     return 0
 
 

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         default="tipstream",
         description="faust app id: the consumer group and the changelog topics' prefix",
     )
+    state_store: Literal["memory", "rocksdb"] = Field(
+        default="memory",
+        description="where the worker keeps user state: `memory` (rebuilt from the changelog "
+        "at every start) or `rocksdb` (on disk in `TIPSTREAM_DATA_DIR`; a restart reads only "
+        "the changelog's tail)",
+    )
     data_dir: str = Field(
         default_factory=default_data_dir,
         description="faust's per-worker directory, created at start (the image sets "

@@ -48,6 +48,8 @@ __all__ = ["DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
 log = logging.getLogger(__name__)
 
 YIELD_EVERY_USERS = 200
+# Outcomes that say an event was seen before: its user's state is written again (_write_again).
+REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ class DeadLetterSink(Protocol):
 
 @dataclass(slots=True)
 class _Hot:
-    """A decoded record and its models, valid while the store still holds ``blob`` itself."""
+    """A decoded record and its models, valid while the store still holds ``blob``."""
 
     blob: bytes
     record: UserRecord
@@ -252,7 +254,7 @@ class Pipeline:
             group.raws.append(raw)
         self._add_due_expiries(groups)
 
-        records: dict[str, tuple[UserRecord, dict[str, Any], set[str]]] = {}
+        records: dict[str, tuple[UserRecord, dict[str, Any], set[str], bool]] = {}
         rows: list[FeedbackRow] = []
         broken: set[int] = set()
         outcomes: Counter[tuple[str, str]] = Counter()  # counted into the metric once
@@ -289,7 +291,9 @@ class Pipeline:
                 rows += user_rows  # simulated traffic never writes tip_feedback
 
         await self.rows.write(rows, shows)
-        for key, (record, models, stored) in records.items():
+        for key, (record, models, stored, replayed) in records.items():
+            if replayed:
+                self._write_again(key, record)
             new_chunks, gone = record.spill(stored)
             for number, chunk in new_chunks.items():  # before the record (UserRecord.spill)
                 self.store[chunk_key(key, number)] = chunk
@@ -361,10 +365,24 @@ class Pipeline:
                 user_id, _, run_id = key.partition(SIM_SEPARATOR)
                 groups[key] = _Group(user_id, run_id or None, partition, [], [])
 
+    def _write_again(self, key: str, record: UserRecord) -> None:
+        """Write a replayed user's chunks again as they are (its record is written next).
+
+        A store on disk (RocksDB) can hold writes whose changelog records a crash lost; the
+        replay of the batch finds them applied and changes nothing, so without this the
+        changelog would miss them for good once the batch's offsets are committed, and a
+        worker that takes the partition over from the changelog would lack them.
+        """
+        for number in record.chunk_numbers:
+            chunk = self.store.get(chunk_key(key, number))
+            if chunk is not None:
+                self.store[chunk_key(key, number)] = chunk
+
     def _load(self, key: str) -> tuple[UserRecord, dict[str, Any]]:
         blob = self.store.get(key)
         hot = self._hot.get(key)
-        if hot is not None and blob is hot.blob:
+        # Equal bytes, not the same object: a store on disk returns a new one on every read.
+        if hot is not None and blob == hot.blob:
             self._hot.move_to_end(key)
             return hot.record, hot.models
         # Not cached, or the store holds other bytes (recovered from the changelog, reset).
@@ -391,7 +409,7 @@ class Pipeline:
 
     def _process_group(
         self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]
-    ) -> tuple[tuple[UserRecord, dict[str, Any], set[str]] | None, list[FeedbackRow]]:
+    ) -> tuple[tuple[UserRecord, dict[str, Any], set[str], bool] | None, list[FeedbackRow]]:
         record, models = self._load(key)
         stored = set(record.settled)  # the guards already written: those may move to a chunk
         before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
@@ -417,9 +435,10 @@ class Pipeline:
             shows + after[0] - before[0],
             feedback + after[1] - before[1],
         )
-        if not result.changed:
+        replayed = not REPLAYED_OUTCOMES.isdisjoint(result.outcomes)
+        if not result.changed and not replayed:
             return None, result.rows
-        return (record, models, stored), result.rows
+        return (record, models, stored, replayed), result.rows
 
     def _publish_waiting(self) -> None:
         self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))

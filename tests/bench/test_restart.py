@@ -11,10 +11,11 @@ from streams.settings import Settings
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 async def test_a_worker_recovers_the_prefilled_users_after_kill_9(
-    database: str, settings: Settings
+    database: str, settings: Settings, store: str
 ) -> None:
-    figures = await run(users=3_000, tips=4)
+    figures = await run(users=3_000, tips=4, store=store)
     assert figures["users"] == 3_000
     assert figures["restart_after_kill9_healthy_s"] > 0
     assert figures["restart_after_kill9_first_feedback_visible_s"] > 0

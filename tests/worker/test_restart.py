@@ -34,15 +34,17 @@ ACTIONS = [
 
 
 @pytest.mark.parametrize(
-    ("kill", "payload_age", "stop_timeout_s"),
+    ("kill", "payload_age", "stop_timeout_s", "store"),
     [
-        (False, timedelta(0), 25.0),
-        (True, timedelta(0), 25.0),
-        (True, timedelta(days=30), 25.0),
+        (False, timedelta(0), 25.0, "memory"),
+        (True, timedelta(0), 25.0, "memory"),
+        (True, timedelta(days=30), 25.0, "memory"),
         # A stop that overruns its bound exits at once, mid-batch: a kill -9 in effect.
-        (False, timedelta(days=30), 0.001),
+        (False, timedelta(days=30), 0.001, "memory"),
+        # State on disk: the second worker starts on the first one's RocksDB files.
+        (True, timedelta(days=30), 25.0, "rocksdb"),
     ],
-    ids=["sigterm", "kill-9", "kill-9-backfill", "sigterm-overdue-backfill"],
+    ids=["sigterm", "kill-9", "kill-9-backfill", "sigterm-overdue-backfill", "kill-9-rocksdb"],
 )
 async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
     topics: Settings,
@@ -51,6 +53,7 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
     kill: bool,
     payload_age: timedelta,
     stop_timeout_s: float,
+    store: str,
 ) -> None:
     run = uuid.uuid4().hex[:8]
     users = [f"restart-{run}-{i}" for i in range(USERS)]
@@ -71,7 +74,7 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
         expected[u] = (TIPS_PER_USER, total)
     feedback_ids = [fb["eventId"] for _, fb in events]
 
-    first = WorkerProcess(topics, loglevel="info", stop_timeout_s=stop_timeout_s)
+    first = WorkerProcess(topics, loglevel="info", stop_timeout_s=stop_timeout_s, state_store=store)
     first.start()
     await first.wait_ready()
     async with Producer(topics) as kafka:
@@ -99,7 +102,10 @@ async def test_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
         assert done_before < len(events), "the stop should land mid-stream"
         await producing
 
-        second = WorkerProcess(topics, loglevel="info")  # same app id: same group, same changelog
+        # Same app id: same group, same changelog; and the same files for a store on disk.
+        second = WorkerProcess(
+            topics, loglevel="info", state_store=store, data_dir=first.settings.data_dir
+        )
         second.start()
         try:
             await second.wait_ready()
