@@ -170,8 +170,8 @@ class Pipeline:
     def ensure_indexed(self, partitions: set[int]) -> None:
         """Build what is not built yet for these owned partitions (before serving a pooled
         prior: it sums every owned partition, also those no event has reached yet)."""
-        for partition in partitions - self._indexed:
-            self._index_partition(partition)
+        if partitions - self._indexed:
+            self._index_partitions(partitions - self._indexed)
 
     def _forget_partition(self, partition: int) -> None:
         self._indexed.discard(partition)
@@ -179,19 +179,26 @@ class Pipeline:
         self._waiting.pop(partition, None)
         self.pools.drop_partition(partition)
 
-    def _index_partition(self, partition: int) -> None:
-        """Rebuild the expiry index, waiting counts and pooled priors of a newly owned
-        partition from its records (the pools are derived state: ``streams.worker.pools``)."""
-        self._forget_partition(partition)
-        heap: list[tuple[int, str]] = []
-        shows = feedback = 0
+    def _index_partitions(self, partitions: set[int]) -> None:
+        """Rebuild the expiry index, waiting counts and pooled priors of newly owned
+        partitions from their records (the pools are derived state: ``streams.worker.pools``).
+
+        One pass over the store for all of them, not one per partition: with a million users
+        each pass costs seconds (a key's partition is a murmur2 hash in Python).
+        """
+        for partition in partitions:
+            self._forget_partition(partition)
+        heaps: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
+        waiting = dict.fromkeys(partitions, (0, 0))
         chunks: list[str] = []
         referenced: set[str] = set()
-        for key, blob in list(self.store.items()):
-            if key_partition(key, self.settings.partitions) != partition:
+        stale: list[str] = []
+        for key, blob in self.store.items():  # deletions wait: never change what is iterated
+            partition = key_partition(key, self.settings.partitions)
+            if partition not in partitions:
                 continue
             if is_legacy_shared_key(key):
-                del self.store[key]  # a pooled prior stored by an earlier version
+                stale.append(key)  # a pooled prior stored by an earlier version
                 continue
             if is_chunk_key(key):
                 chunks.append(key)
@@ -200,9 +207,12 @@ class Pipeline:
             referenced.update(chunk_key(key, number) for number in record.chunk_numbers)
             deadline = record.next_deadline_ms()
             if deadline is not None:
-                heap.append((deadline, key))
-            shows += len(record.pending_shows)
-            feedback += sum(len(w) for w in record.pending_feedback.values())
+                heaps[partition].append((deadline, key))
+            shows, feedback = waiting[partition]
+            waiting[partition] = (
+                shows + len(record.pending_shows),
+                feedback + sum(len(w) for w in record.pending_feedback.values()),
+            )
             _, _, run_id = key.partition(SIM_SEPARATOR)
             if run_id:
                 self.pools.count_applied(run_id, partition, record.pulls)
@@ -211,14 +221,15 @@ class Pipeline:
                 p.name: user_state(p, blobs[p.name]) for p in self.pools.pooled if p.name in blobs
             }
             self.pools.add_user(run_id or None, partition, states)
-        for key in chunks:
-            if key not in referenced:
-                # Its record was written without it, and a crash lost the deletion after.
-                del self.store[key]
-        heapq.heapify(heap)
-        self._deadlines[partition] = heap
-        self._waiting[partition] = (shows, feedback)
-        self._indexed.add(partition)
+        # A chunk no record refers to: its record was written without it, and a crash lost
+        # the deletion after.
+        for key in stale + [key for key in chunks if key not in referenced]:
+            del self.store[key]
+        for partition, heap in heaps.items():
+            heapq.heapify(heap)
+            self._deadlines[partition] = heap
+            self._waiting[partition] = waiting[partition]
+            self._indexed.add(partition)
 
     # -- the batch ---------------------------------------------------------------------
 
@@ -228,10 +239,9 @@ class Pipeline:
         letters: list[DeadLetter] = []
         shows: list[TipShown] = []  # production shows, logged for off-policy evaluation
         groups: dict[str, _Group] = {}
+        self.ensure_indexed({raw.partition for raw in batch})
         for raw in batch:
             self.metrics.processing_lag.observe(max(0.0, (now_ms - raw.timestamp_ms) / 1000))
-            if raw.partition not in self._indexed:
-                self._index_partition(raw.partition)
             stream_time = self._stream_time_ms.get(raw.partition, 0)
             self._stream_time_ms[raw.partition] = max(stream_time, raw.timestamp_ms)
             decoded = self._decode(raw)
