@@ -21,10 +21,9 @@ import faust
 import faust.worker
 import numpy as np
 from faust.tables.manager import TableManager
-from faust.types import TP, Message, StoreT, TopicT
+from faust.types import TP, Message, TopicT
 from faust.web import Request
 from mode.types.signals import BaseSignalT
-from yarl import URL
 
 from bandit.base import Moment, Policy, Task, choice_rng
 from bandit.registry import make_policy
@@ -35,7 +34,7 @@ from streams.worker.http import ScoreRequest, mount_views
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
-from streams.worker.rocksdb_store import PartitionedRocksDBStore
+from streams.worker.rocksdb_store import ROCKSDB_STORE_URL
 from streams.worker.sink import FeedbackSink
 from streams.worker.state import (
     UserRecord,
@@ -71,22 +70,6 @@ class StateTable(faust.Table[str, bytes]):
 
     def partition_for_key(self, key: Any) -> int:
         return key_partition(str(key), self.partitions or self.app.conf.topic_partitions)
-
-    def _new_store_by_url(self, url: str | URL) -> StoreT[Any, Any]:
-        if URL(url).scheme == "rocksdb":  # faust's store would partition by the current event
-            return PartitionedRocksDBStore(
-                url,
-                self.app,
-                self,
-                table_name=self.name,
-                key_type=self.key_type,
-                key_serializer=self.key_serializer,
-                value_serializer=self.value_serializer,
-                value_type=self.value_type,
-                loop=self.loop,
-                options=self.options,
-            )
-        return super()._new_store_by_url(url)
 
 
 class BoundedStopWorker(faust.worker.Worker):
@@ -179,7 +162,7 @@ class Worker:
             batches=self.batches,
             broker="kafka://" + settings.kafka_bootstrap.replace(",", ";"),
             broker_credentials=faust_broker_credentials(settings),
-            store=f"{settings.state_store}://",
+            store=ROCKSDB_STORE_URL if settings.state_store == "rocksdb" else "memory://",
             datadir=settings.data_dir,
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,

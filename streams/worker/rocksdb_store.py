@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from faust.stores import rocksdb
+from faust.stores import STORES, rocksdb
 
-__all__ = ["PartitionedRocksDBStore"]
+__all__ = ["ROCKSDB_STORE_URL", "PartitionedRocksDBStore"]
+
+# faust picks a table's store by its URL's scheme, from this registry.
+ROCKSDB_STORE_URL = "tipstream-rocksdb://"
+STORES.aliases["tipstream-rocksdb"] = f"{__name__}:PartitionedRocksDBStore"
 
 
 class PartitionedRocksDBStore(rocksdb.Store):

@@ -227,8 +227,9 @@ class UserRecord:
         the floor.
         """
         new: dict[int, bytes] = {}
-        moving = {t: g for t, g in self.settled.items() if t in stored}
-        if len(self.settled) > GUARDS_IN_RECORD and moving:
+        over = len(self.settled) > GUARDS_IN_RECORD
+        moving = {t: g for t, g in self.settled.items() if t in stored} if over else {}
+        if moving:
             number = self.next_chunk
             self.next_chunk += 1
             new[number] = encode_chunk(moving)
