@@ -405,11 +405,24 @@ class Worker:
         )
 
     def owner_url(self, user_id: str) -> str | None:
-        """Base URL of the worker owning this user's partition, or None if it is us."""
-        if partition_for(user_id, self.settings.partitions) in self.active_partitions():
+        """Base URL of the worker owning this user's partition, or None if it is us.
+
+        Ownership is read from the group's assignment of the feedback topic, the same
+        partitions ``active_partitions`` reports, with the same murmur2 of the user id the
+        events are keyed by. faust's ``router.key_store`` is not used: it hashes the key
+        through the producer's view of the changelog topic and, measured, named the wrong
+        member for about half the users (the request came back to the sender).
+
+        Raises ``LookupError`` when no member owns the partition (a rebalance under way).
+        """
+        partition = partition_for(user_id, self.settings.partitions)
+        if partition in self.active_partitions():
             return None
-        url = self.app.router.key_store(STATE_TABLE, user_id)
-        return str(url).rstrip("/")
+        topic = self.settings.topic_feedback
+        for url, topics in self.app.router.external_topics_metadata().items():
+            if partition in topics.get(topic, ()):
+                return str(url).rstrip("/")
+        raise LookupError(f"no worker owns partition {partition} yet; retry shortly")
 
     async def forward(
         self, request: Request, base_url: str, body: bytes | None

@@ -73,9 +73,22 @@ class _WorkerView(View):
     def fail(self, status: int, message: str) -> Response:
         return self.reply({"error": message}, status)
 
-    async def forwarded(self, request: Request, owner: str, body: bytes | None) -> Response:
+    async def routed(
+        self, request: Request, user_id: str, body: bytes | None
+    ) -> tuple[str, Response] | None:
+        """``("forwarded", the owning worker's answer)``, ``("not_ready", a 503)`` while no
+        worker owns the user's partition, or None when this worker answers itself (it owns
+        the partition, or the request was forwarded here already)."""
+        if "x-tipstream-forwarded" in request.headers:
+            return None
+        try:
+            owner = self.worker.owner_url(user_id)
+        except LookupError as exc:
+            return "not_ready", self.fail(503, str(exc))
+        if owner is None:
+            return None
         status, payload = await self.worker.forward(request, owner, body)
-        return self.bytes(payload, content_type="application/json", status=status)
+        return "forwarded", self.bytes(payload, content_type="application/json", status=status)
 
 
 class _ScoreView(_WorkerView):
@@ -102,9 +115,9 @@ class _ScoreView(_WorkerView):
             return "bad_request", self.fail(400, f"{where}: {first['msg']}")
         if not self.worker.is_ready():
             return "not_ready", self.fail(503, "worker is starting or rebalancing; retry shortly")
-        owner = self.worker.owner_url(score_request.user_id)
-        if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return "forwarded", await self.forwarded(request, owner, body)
+        routed = await self.routed(request, score_request.user_id, body)
+        if routed is not None:
+            return routed
         key = user_key(score_request.user_id, score_request.run_id)
         wanted, run_wanted = score_request.min_updates or 0, score_request.min_run_updates or 0
         if (wanted or run_wanted) and not await self.worker.wait_for_updates(
@@ -125,9 +138,9 @@ class _ScoreView(_WorkerView):
 class _StatsView(_WorkerView):
     async def get(self, request: Request, user_id: str) -> Response:
         run_id = request.query.get("run_id") or None
-        owner = self.worker.owner_url(user_id)
-        if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return await self.forwarded(request, owner, None)
+        routed = await self.routed(request, user_id, None)
+        if routed is not None:
+            return routed[1]
         record = self.worker.record(user_key(user_id, run_id))
         if record is None:
             return self.fail(404, f"no state for user {user_id!r}")
@@ -183,9 +196,9 @@ class _ResetView(_WorkerView):
         token = self.worker.settings.admin_token.get_secret_value()
         if request.headers.get("authorization") != f"Bearer {token}":
             return self.fail(401, "a bearer token (TIPSTREAM_ADMIN_TOKEN) is required")
-        owner = self.worker.owner_url(user_id)
-        if owner is not None and "x-tipstream-forwarded" not in request.headers:
-            return await self.forwarded(request, owner, b"")
+        routed = await self.routed(request, user_id, b"")
+        if routed is not None:
+            return routed[1]
         record = self.worker.record(user_id)
         if record is None:
             return self.fail(404, f"no state for user {user_id!r}")

@@ -50,16 +50,23 @@ async def test_score_is_forwarded_to_the_partition_owner(topics: Settings, datab
                 break
             assert asyncio.get_running_loop().time() < deadline, (mine, theirs)
             await asyncio.sleep(0.5)
-        user = next(f"route-{i}" for i in range(1000) if partition_for(f"route-{i}", 8) in theirs)
+        # One user per partition the other worker owns: a wrong owner for any of them shows.
+        users = {partition_for(f"route-{i}", 8): f"route-{i}" for i in range(1000)}
+        routed = [users[p] for p in sorted(theirs)]
+        answers = {}
+        for user in routed:
+            body = {"user_id": user, "candidates": CANDIDATES,
+                    "context": {"hour_of_day": 8, "day_of_week": 1}, "seed": 3}  # fmt: skip
+            status, answers[user] = await one.post("/score/egreedy", body)
+            assert status == 200, (answers[user], one.log(), two.log())
+            assert answers[user]["tip_id"] in {"a", "b"}
+        assert (await _score_outcomes(one)) == {"forwarded": len(routed)}
+        assert (await _score_outcomes(two)) == {"ok": len(routed)}
+        user = routed[0]
         body = {"user_id": user, "candidates": CANDIDATES,
                 "context": {"hour_of_day": 8, "day_of_week": 1}, "seed": 3}  # fmt: skip
-        status, answer = await one.post("/score/egreedy", body)
-        assert status == 200, (answer, one.log(), two.log())
-        assert answer["tip_id"] in {"a", "b"}
-        assert (await _score_outcomes(one)).get("forwarded") == 1.0
-        assert (await _score_outcomes(two)).get("ok") == 1.0
         # The owner answers directly, with the same seeded draw.
-        assert await two.post("/score/egreedy", body) == (200, answer)
+        assert await two.post("/score/egreedy", body) == (200, answers[user])
         status, _ = await one.get(f"/stats/egreedy/{user}")
         assert status == 404  # forwarded too: the owner has no state for this user yet
     finally:
