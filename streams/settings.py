@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         json_schema_extra={"doc_default": f"`$XDG_STATE_HOME/tipstream`, else `{_STATE_HOME}`"},
     )
     batch_max: int = Field(default=2000, ge=1, description="events per batch at most")
+    hot_cache_mb: float = Field(
+        default=16.0,
+        gt=0,
+        description="decoded user records kept between batches (least recently used out "
+        "first), bounded by their encoded size in MiB; decoded they take 1.5 to 3.5 times that",
+    )
     standby_replicas: int = Field(
         default=0,
         ge=0,

@@ -48,6 +48,9 @@ __all__ = ["DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
 log = logging.getLogger(__name__)
 
 YIELD_EVERY_USERS = 200
+# What an archived guard counts for in the hot cache's bound: about its encoded size in a
+# chunk (40 packed bytes and a tip id).
+CHUNK_GUARD_BYTES = 48
 # Outcomes that say an event was seen before: its user's state is written again (_write_again).
 REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
 
@@ -106,11 +109,16 @@ class DeadLetterSink(Protocol):
 
 @dataclass(slots=True)
 class _Hot:
-    """A decoded record and its models, valid while the store still holds ``blob``."""
+    """A decoded record and its models, valid while the store still holds ``blob``.
+
+    ``size`` is what the cache is bounded by: the record's encoded bytes and its guard
+    chunks' (decoded, it takes a few times more; BENCHMARKS.md gives the ratio measured).
+    """
 
     blob: bytes
     record: UserRecord
     models: dict[str, Any]
+    size: int
 
 
 @dataclass(slots=True)
@@ -134,7 +142,6 @@ class Pipeline:
         dead_letters: DeadLetterSink,
         metrics: WorkerMetrics,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-        hot_records: int = 100_000,
     ) -> None:
         self.settings = settings
         self.policies = list(policies)
@@ -154,14 +161,16 @@ class Pipeline:
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
         self._indexed: set[int] = set()  # partitions whose index and pools are built
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
-        self._hot: OrderedDict[str, _Hot] = OrderedDict()
-        self._hot_max = hot_records
+        self._hot: OrderedDict[str, _Hot] = OrderedDict()  # least recently used first
+        self._hot_bytes = 0
+        self._hot_max_bytes = round(settings.hot_cache_mb * 2**20)
 
     # -- partitions --------------------------------------------------------------------
 
     def on_partitions_changed(self, active: set[int]) -> None:
         """Forget what we knew of partitions we may have lost or gained (rebalance)."""
         self._hot.clear()  # also guarded by identity in _load; clearing frees the memory
+        self._hot_bytes = 0
         for partition in list(self._indexed):
             if partition not in active:
                 self._forget_partition(partition)
@@ -281,7 +290,7 @@ class Pipeline:
                     key,
                     extra={"user_id": group.user_id, "run_id": group.run_id},
                 )
-                self._hot.pop(key, None)  # its cached record may be half-updated
+                self._forget_hot(key)  # its cached record may be half-updated
                 broken.add(group.partition)  # and so may its share of the pools
                 letters += [
                     DeadLetter(
@@ -311,7 +320,7 @@ class Pipeline:
             self.store[key] = blob
             for number in gone:  # after it
                 self.store.pop(chunk_key(key, number), None)
-            self._remember(key, _Hot(blob, record, models))
+            self._remember(key, blob, record, models)
             deadline = record.next_deadline_ms()
             if deadline is not None:
                 partition = groups[key].partition
@@ -396,7 +405,7 @@ class Pipeline:
             self._hot.move_to_end(key)
             return hot.record, hot.models
         # Not cached, or the store holds other bytes (recovered from the changelog, reset).
-        self._hot.pop(key, None)
+        self._forget_hot(key)
         if blob is None:
             return UserRecord(), {}
         record = UserRecord.decode(blob)
@@ -411,11 +420,20 @@ class Pipeline:
             record.load_chunk(number, decode_chunk(chunk))
         return record, {}
 
-    def _remember(self, key: str, hot: _Hot) -> None:
-        self._hot[key] = hot
-        self._hot.move_to_end(key)
-        while len(self._hot) > self._hot_max:
-            self._hot.popitem(last=False)
+    def _remember(self, key: str, blob: bytes, record: UserRecord, models: dict[str, Any]) -> None:
+        """Keep the decoded record for the next batch, least recently used out first, so the
+        cache's memory is bounded whatever the number of users and of guards."""
+        self._forget_hot(key)
+        size = len(blob) + CHUNK_GUARD_BYTES * len(record.archived)
+        self._hot[key] = _Hot(blob, record, models, size)
+        self._hot_bytes += size
+        while self._hot_bytes > self._hot_max_bytes and self._hot:
+            self._hot_bytes -= self._hot.popitem(last=False)[1].size
+
+    def _forget_hot(self, key: str) -> None:
+        hot = self._hot.pop(key, None)
+        if hot is not None:
+            self._hot_bytes -= hot.size
 
     def _process_group(
         self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]

@@ -72,6 +72,23 @@ async def test_store_bytes_win_over_the_hot_cache() -> None:
     assert UserRecord.decode(store["u"]).pulls == 1  # learned on the fresh record, not the cache
 
 
+async def test_the_hot_cache_is_bounded_by_bytes_least_recently_used_out_first() -> None:
+    store: dict[str, bytes] = {}
+    tiny = Settings(hot_cache_mb=4096 / 2**20)  # 4 KiB of encoded records
+    p = Pipeline(tiny, [EpsilonGreedyV1()], store, Rows(), Letters(), WorkerMetrics())
+    for offset, user in enumerate(f"u{i}" for i in range(50)):
+        await p.handle(
+            [raw(shown(user, "a"), 2 * offset), raw(feedback(user, "a"), 2 * offset + 1)]
+        )
+    assert sum(hot.size for hot in p._hot.values()) == p._hot_bytes <= 4096
+    assert 0 < len(p._hot) < 50
+    assert list(p._hot)[-1] == "u49"  # the newest stays, the oldest went first
+    assert "u0" not in p._hot
+    # An evicted user is read back from the store, not lost.
+    await p.handle([raw(shown("u0", "b"), 200), raw(feedback("u0", "b"), 201)])
+    assert UserRecord.decode(store["u0"]).pulls == 2
+
+
 async def test_a_failing_user_is_dead_lettered_and_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
