@@ -177,6 +177,12 @@ class Settings(BaseSettings):
         "at every start) or `rocksdb` (on disk in `TIPSTREAM_DATA_DIR`; a restart reads only "
         "the changelog's tail)",
     )
+    rocksdb_memory_mb: float = Field(
+        default=64.0,
+        gt=0,
+        description="with `rocksdb`: RocksDB's write buffers and block caches, shared out "
+        "equally between the partitions' databases, in MiB",
+    )
     data_dir: str = Field(
         default_factory=default_data_dir,
         description="faust's per-worker directory, created at start (the image sets "

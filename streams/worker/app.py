@@ -34,7 +34,7 @@ from streams.worker.http import ScoreRequest, mount_views
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
-from streams.worker.rocksdb_store import ROCKSDB_STORE_URL
+from streams.worker.rocksdb_store import ROCKSDB_STORE_URL, rocksdb_options
 from streams.worker.sink import FeedbackSink
 from streams.worker.state import (
     UserRecord,
@@ -190,6 +190,11 @@ class Worker:
                 key_type=str,  # str and bytes mean the "raw" codec: our own record format
                 value_type=bytes,
                 partitions=settings.partitions,
+                options=(
+                    rocksdb_options(settings.rocksdb_memory_mb, settings.partitions)
+                    if settings.state_store == "rocksdb"
+                    else None
+                ),
             )
         )
         self.sink = FeedbackSink(settings.database_url, self.metrics)
