@@ -158,7 +158,11 @@ class Pipeline:
         )
         self._wall_clock_ms = wall_clock_ms
         self._stream_time_ms: dict[int, int] = {}
+        # Expiry schedule per partition: a heap of (deadline, key) and, per key, the one
+        # entry that counts; entries a key no longer matches are skipped when they pop, so
+        # the heap holds about one entry per user with something pending, not one per write.
         self._deadlines: dict[int, list[tuple[int, str]]] = {}
+        self._due: dict[int, dict[str, int]] = {}
         self._indexed: set[int] = set()  # partitions whose index and pools are built
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
         self._hot: OrderedDict[str, _Hot] = OrderedDict()  # least recently used first
@@ -185,6 +189,7 @@ class Pipeline:
     def _forget_partition(self, partition: int) -> None:
         self._indexed.discard(partition)
         self._deadlines.pop(partition, None)
+        self._due.pop(partition, None)
         self._waiting.pop(partition, None)
         self.pools.drop_partition(partition)
 
@@ -237,6 +242,7 @@ class Pipeline:
         for partition, heap in heaps.items():
             heapq.heapify(heap)
             self._deadlines[partition] = heap
+            self._due[partition] = {key: deadline for deadline, key in heap}
             self._waiting[partition] = waiting[partition]
             self._indexed.add(partition)
 
@@ -321,10 +327,6 @@ class Pipeline:
             for number in gone:  # after it
                 self.store.pop(chunk_key(key, number), None)
             self._remember(key, blob, record, models)
-            deadline = record.next_deadline_ms()
-            if deadline is not None:
-                partition = groups[key].partition
-                heapq.heappush(self._deadlines.setdefault(partition, []), (deadline, key))
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
         for (source, outcome), n in outcomes.items():
@@ -377,8 +379,12 @@ class Pipeline:
             now = self._stream_time_ms.get(partition)
             if now is None:
                 continue
+            due = self._due.setdefault(partition, {})
             while heap and heap[0][0] <= now:
-                _, key = heapq.heappop(heap)
+                deadline, key = heapq.heappop(heap)
+                if due.get(key) != deadline:
+                    continue  # superseded by an earlier entry of the key, or already done
+                del due[key]  # processing the user schedules its next deadline again
                 if key in groups or key not in self.store:
                     continue
                 user_id, _, run_id = key.partition(SIM_SEPARATOR)
@@ -463,10 +469,22 @@ class Pipeline:
             shows + after[0] - before[0],
             feedback + after[1] - before[1],
         )
+        self._schedule(group.partition, key, record.next_deadline_ms())
         replayed = not REPLAYED_OUTCOMES.isdisjoint(result.outcomes)
         if not result.changed and not replayed:
             return None, result.rows
         return (record, models, stored, replayed), result.rows
+
+    def _schedule(self, partition: int, key: str, deadline: int | None) -> None:
+        """Have the user processed by stream time ``deadline``. An earlier entry already in
+        the heap stands (processing the user then schedules the later one); a deadline
+        scheduled too early only costs a batch that changes nothing."""
+        if deadline is None:
+            return
+        due = self._due.setdefault(partition, {})
+        if key not in due or deadline < due[key]:
+            due[key] = deadline
+            heapq.heappush(self._deadlines.setdefault(partition, []), (deadline, key))
 
     def _publish_waiting(self) -> None:
         self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))

@@ -89,6 +89,39 @@ async def test_the_hot_cache_is_bounded_by_bytes_least_recently_used_out_first()
     assert UserRecord.decode(store["u0"]).pulls == 2
 
 
+async def test_the_expiry_schedule_holds_one_entry_per_user_and_fires_as_deadlines_move() -> None:
+    store: dict[str, bytes] = {}
+    settings = Settings(reward_wait_s=60)
+    p = Pipeline(settings, [EpsilonGreedyV1()], store, Rows(), Letters(), WorkerMetrics())
+    t0 = 1_795_770_000_000
+
+    def at(document: dict[str, object], offset: int, ms: int) -> RawEvent:
+        event = raw(document, offset)
+        return RawEvent(event.topic, event.partition, offset, ms, event.key, event.value)
+
+    partition = partition_for("u", SETTINGS.partitions)
+    other = next(f"v{i}" for i in range(1000) if partition_for(f"v{i}", 8) == partition)
+    await p.handle([at(shown("u", "a"), 0, t0)])
+    for i in range(20):  # every write leaves a show waiting, each due later than a's
+        await p.handle([at(shown("u", f"b{i}"), 1 + i, t0 + 1000 * (i + 1))])
+    assert len(p._deadlines[partition]) == 1  # a's deadline stands for the user
+    # Another user's event moves stream time past a's and b0..b9's deadlines.
+    await p.handle([at(shown(other, "x"), 30, t0 + 70_500)])
+    waiting = UserRecord.decode(store["u"]).pending_shows
+    assert sorted(waiting) == sorted(f"b{i}" for i in range(10, 20))
+    await p.handle([at(shown(other, "y"), 31, t0 + 100_000)])  # the next deadline was kept
+    assert UserRecord.decode(store["u"]).pending_shows == {}
+    # A deadline that comes due with nothing to expire (c was answered) still hands on the
+    # next one (d's), though processing the user changed nothing.
+    t1 = t0 + 200_000
+    await p.handle([at(shown("u", "c"), 40, t1)])
+    await p.handle([at(feedback("u", "c"), 41, t1 + 1000), at(shown("u", "d"), 42, t1 + 30_000)])
+    await p.handle([at(shown(other, "z"), 43, t1 + 61_000)])  # c's old deadline: a no-op
+    assert list(UserRecord.decode(store["u"]).pending_shows) == ["d"]
+    await p.handle([at(shown(other, "w"), 44, t1 + 91_000)])
+    assert UserRecord.decode(store["u"]).pending_shows == {}
+
+
 async def test_a_failing_user_is_dead_lettered_and_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
