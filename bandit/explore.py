@@ -9,6 +9,10 @@ uniform branch was taken (it may land on the greedy index).
 >>> softmax_probabilities(np.array([0.0, 0.0]), 1.0).tolist()
 [0.5, 0.5]
 
+``epsilon_greedy_many`` makes n such choices at once from drawn numbers (``ChoiceDraws``:
+the uniform that ``rng.random()`` gives and the index that ``rng.integers(K)`` gives), with
+the same greedy index, propensities and scores as the scalar draw of those numbers.
+
 An exploration floor mixes any policy with a uniform slice of share f, so every candidate
 is shown with probability at least f/K (what off-policy evaluation needs):
 
@@ -26,7 +30,30 @@ from typing import Any
 
 import numpy as np
 
-from bandit.base import Choice, FloatArray, Moment, Policy, Task
+from bandit.base import (
+    CandidateBlock,
+    Choice,
+    ChoiceDraws,
+    Choices,
+    FloatArray,
+    Moment,
+    Policy,
+    Task,
+)
+
+__all__ = [
+    "EpsilonGreedyScores",
+    "ExplorationFloor",
+    "decaying_epsilon",
+    "design",
+    "draw_from",
+    "epsilon_greedy_draw",
+    "epsilon_greedy_many",
+    "epsilon_greedy_probabilities",
+    "first_argmax",
+    "one_hot",
+    "softmax_probabilities",
+]
 
 
 def design(
@@ -56,6 +83,28 @@ def epsilon_greedy_draw(
     if rng.random() < epsilon:
         return int(rng.integers(k)), True
     return greedy, False
+
+
+def epsilon_greedy_many(scores: FloatArray, epsilon: FloatArray, draws: ChoiceDraws) -> Choices:
+    """n ε-greedy choices over the rows of an n × K score array, ε one per row.
+
+    Row i explores when ``draws.uniform[i] < epsilon[i]`` and then picks ``draws.index[i]``;
+    else it picks the first maximum. Propensities are those of
+    ``epsilon_greedy_probabilities`` (ε/K, plus 1 − ε on the greedy index).
+
+    >>> draws = ChoiceDraws(np.array([0.5, 0.01]), np.array([0, 0]), np.array([0, 0]))
+    >>> c = epsilon_greedy_many(np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([0.1, 0.1]), draws)
+    >>> c.index.tolist(), c.propensity.tolist(), c.explored.tolist()
+    ([1, 0], [0.9500000000000001, 0.05], [False, True])
+    """
+    n, k = scores.shape
+    rows = np.arange(n)
+    greedy = np.argmax(scores, axis=1)  # the first maximum, as first_argmax
+    explored = draws.uniform < epsilon
+    index = np.where(explored, draws.index, greedy)
+    base = epsilon / k
+    propensity = np.where(index == greedy, base + (1.0 - epsilon), base)
+    return Choices(index=index, propensity=propensity, explored=explored, score=scores[rows, index])
 
 
 def one_hot(index: int, k: int) -> FloatArray:
@@ -170,6 +219,31 @@ class EpsilonGreedyScores(Policy):
 
     def epsilon_for(self, user: Any) -> float:
         raise NotImplementedError
+
+    def scores_many(self, users: Sequence[Any], shared: Any, block: CandidateBlock) -> FloatArray:
+        """``scores`` of every user of the block (n × K), or NotImplementedError when the
+        policy has no vectorised scores (``choose_many`` then calls ``choose`` per user)."""
+        raise NotImplementedError
+
+    def choose_many(
+        self, users: Sequence[Any], shared: Any, block: CandidateBlock, draws: ChoiceDraws
+    ) -> Choices:
+        """Vectorised ``choose``: user i draws ``draws.uniform[i]`` and ``draws.index[i]``
+        (what ``choose`` consumes from its generator, in that order).
+
+        >>> from bandit.policies.egreedy import EpsilonGreedyV1
+        >>> pol = EpsilonGreedyV1(epsilon=0.0)
+        >>> block = CandidateBlock.of([Moment(9, 2)], [[Task("a", 1, False, 2.0)] * 3])
+        >>> draws = ChoiceDraws.draw(np.random.default_rng(0), 1, 3)
+        >>> pol.choose_many([pol.new_user()], None, block, draws).propensity.tolist()
+        [1.0]
+        """
+        try:
+            scores = self.scores_many(users, shared, block)
+        except NotImplementedError:
+            return super().choose_many(users, shared, block, draws)
+        epsilon = np.array([self.epsilon_for(user) for user in users], dtype=np.float64)
+        return epsilon_greedy_many(scores, epsilon, draws)
 
     def probabilities(
         self, user: Any, shared: Any, moment: Moment, tasks: Sequence[Task]

@@ -18,16 +18,24 @@ amortised, negligible for d ≤ 20). A and b are exact sums, so they are the gro
 [0.2, -0.6]
 >>> r.pulls, r.reward_sum
 (2, 0.0)
+
+``thetas`` and ``update_each`` do the same for many users' ridges at once (the simulator's
+load mode): stacked, with the very same floating-point operations per user (numpy's
+stacked matmul and solve call the same BLAS and LAPACK routines per matrix), so each ridge
+ends exactly as its own ``theta`` and ``update`` would leave it.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bandit.base import FloatArray
+
+__all__ = ["CODEC_VERSION", "RESYNC_EVERY", "Ridge", "thetas", "update_each"]
 
 RESYNC_EVERY = 64
 
@@ -104,8 +112,7 @@ class Ridge:
 
     def resync(self) -> None:
         """Recompute A⁻¹ from A (O(d³)), discarding accumulated rounding error."""
-        inv = np.linalg.solve(self.a, np.eye(self.dim, dtype=np.float64))
-        self.a_inv = np.asarray(0.5 * (inv + inv.T), dtype=np.float64)
+        self.a_inv = _inverses(self.a[None, :, :])[0]
         self.since_sync = 0
 
     # -- codec -------------------------------------------------------------------------
@@ -151,3 +158,57 @@ class Ridge:
             reward_sq_sum=reward_sq_sum,
             since_sync=since_sync,
         )
+
+
+def _inverses(a: FloatArray) -> FloatArray:
+    """The symmetrised inverse of each of a stack of matrices (``Ridge.resync``)."""
+    inv = np.linalg.solve(a, np.broadcast_to(np.eye(a.shape[-1], dtype=np.float64), a.shape))
+    return np.asarray(0.5 * (inv + inv.transpose(0, 2, 1)), dtype=np.float64)
+
+
+def thetas(ridges: Sequence[Ridge]) -> FloatArray:
+    """``theta()`` of each ridge (no prior), as the rows of an n × d array.
+
+    >>> r = Ridge.new(2)
+    >>> r.update(np.array([1.0, 0.0]), 1.0)
+    >>> np.array_equal(thetas([r, Ridge.new(2)]), np.stack([r.theta(), np.zeros(2)]))
+    True
+    """
+    a_inv = np.stack([r.a_inv for r in ridges])
+    b = np.stack([r.b for r in ridges])
+    return np.asarray((a_inv @ b[:, :, None])[:, :, 0], dtype=np.float64)
+
+
+def update_each(ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray) -> None:
+    """``ridges[i].update(xs[i], rewards[i])`` for every i (unit weights), at once.
+
+    Afterwards each ridge's arrays are rows of shared stacks (views, one row per ridge).
+
+    >>> one, many = Ridge.new(2), [Ridge.new(2)]
+    >>> one.update(np.array([1.0, 2.0]), 0.5)
+    >>> update_each(many, np.array([[1.0, 2.0]]), np.array([0.5]))
+    >>> one.encode() == many[0].encode()
+    True
+    """
+    a = np.stack([r.a for r in ridges])
+    a_inv = np.stack([r.a_inv for r in ridges])
+    b = np.stack([r.b for r in ridges])
+    # Ridge.update's operations with w = 1, whose products with 1.0 are exact.
+    a += xs[:, :, None] * xs[:, None, :]
+    b += rewards[:, None] * xs
+    ax = a_inv @ xs[:, :, None]
+    x_ax = (xs[:, None, :] @ ax)[:, 0, 0]
+    a_inv -= (1.0 / (1.0 + x_ax))[:, None, None] * (ax * ax.transpose(0, 2, 1))
+    since = np.array([r.since_sync for r in ridges]) + 1
+    due = np.flatnonzero(since >= RESYNC_EVERY)
+    if due.size:
+        a_inv[due] = _inverses(a[due])
+        since[due] = 0
+    for i, (ridge, reward, since_sync) in enumerate(
+        zip(ridges, rewards.tolist(), since.tolist(), strict=True)
+    ):
+        ridge.a, ridge.a_inv, ridge.b = a[i], a_inv[i], b[i]
+        ridge.pulls += 1
+        ridge.reward_sum += reward
+        ridge.reward_sq_sum += reward * reward
+        ridge.since_sync = since_sync

@@ -11,6 +11,9 @@ Their user state is a ``Tally`` (pulls and reward sum), so /stats still has numb
 >>> c = oracle.choose(oracle.new_user(), None, Moment(9, 0), tasks, np.random.default_rng(0))
 >>> c.index, c.propensity, c.explored
 (1, 1.0, False)
+
+``random`` also serves a block of users at once (``choose_many``): user i takes the drawn
+index ``draws.index[i]``, the number its ``choose`` takes from ``rng.integers(K)``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bandit.base import Choice, FloatArray, Moment, Policy, Task
+from bandit.base import (
+    CandidateBlock,
+    Choice,
+    ChoiceDraws,
+    Choices,
+    FloatArray,
+    IntArray,
+    Moment,
+    Policy,
+    Task,
+)
 from bandit.explore import first_argmax, one_hot
+
+__all__ = ["OraclePolicy", "RandomPolicy", "Tally"]
 
 TALLY_VERSION = 1
 _TALLY = struct.Struct("<BQd")
@@ -95,6 +110,25 @@ class _TallyPolicy(Policy):
     def update(self, user: Tally, shared: None, moment: Moment, task: Task, reward: float) -> None:
         user.add(reward)
 
+    def update_many(
+        self,
+        users: Sequence[Tally],
+        shared: None,
+        block: CandidateBlock,
+        chosen: IntArray,
+        rewards: FloatArray,
+    ) -> None:
+        """Each user's tally adds its reward (the candidates do not matter).
+
+        >>> users = [Tally(), Tally(pulls=1, reward_sum=1.0)]
+        >>> block = CandidateBlock.of([Moment(9, 0)] * 2, [[Task("a", 1, False, 0.0)]] * 2)
+        >>> RandomPolicy().update_many(users, None, block, np.zeros(2, int), np.array([0.5, 0.5]))
+        >>> [(u.pulls, u.reward_sum) for u in users]
+        [(1, 0.5), (2, 1.5)]
+        """
+        for user, reward in zip(users, rewards.tolist(), strict=True):
+            user.add(reward)
+
     def encode_user(self, user: Tally) -> bytes:
         return user.encode()
 
@@ -114,6 +148,25 @@ class RandomPolicy(_TallyPolicy):
     def _choose(self, moment: Moment, tasks: Sequence[Task], rng: np.random.Generator) -> Choice:
         k = len(tasks)
         return Choice(index=int(rng.integers(k)), propensity=1.0 / k, explored=True, score=0.0)
+
+    def choose_many(
+        self, users: Sequence[Tally], shared: None, block: CandidateBlock, draws: ChoiceDraws
+    ) -> Choices:
+        """User i takes ``draws.index[i]``, with propensity 1/K.
+
+        >>> block = CandidateBlock.of([Moment(9, 0)], [[Task("a", 1, False, 0.0)] * 4])
+        >>> draws = ChoiceDraws(np.array([0.3]), np.array([2]), np.array([7]))
+        >>> c = RandomPolicy().choose_many([Tally()], None, block, draws)
+        >>> c.index.tolist(), c.propensity.tolist(), c.explored.tolist()
+        ([2], [0.25], [True])
+        """
+        n, k = block.size, block.k
+        return Choices(
+            index=draws.index.copy(),
+            propensity=np.full(n, 1.0 / k, dtype=np.float64),
+            explored=np.ones(n, dtype=np.bool_),
+            score=np.zeros(n, dtype=np.float64),
+        )
 
 
 class OraclePolicy(_TallyPolicy):
