@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "SEED_BOUND",
+    "BoolArray",
     "CandidateBlock",
     "Choice",
     "ChoiceDraws",

@@ -7,6 +7,10 @@ expected reward of that tip. Randomness comes in as a numpy ``Generator`` (from
 
 What a simulator run may do with a judge it reads from the judge's capabilities
 (``knows_expectations``, ``two_phase``, :class:`SyncJudge`), never from its name.
+
+A :class:`SyncJudge` also judges a block of users at once (``judge_many``, the simulator's
+load mode): one chosen tip per user of a :class:`~bandit.base.CandidateBlock`, with the
+random numbers drawn up front (:class:`JudgeDraws`), answered as arrays (:class:`Judgments`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bandit.base import Moment, Task
+from bandit.base import SEED_BOUND, CandidateBlock, FloatArray, IntArray, Moment, Task
 from judges.personas import Persona
 
-__all__ = ["ACTIONS", "Judge", "Judgment", "SyncJudge"]
+__all__ = ["ACTIONS", "Judge", "JudgeDraws", "Judgment", "Judgments", "SyncJudge"]
 
 ACTIONS: tuple[str, ...] = ("done", "snooze", "dismiss")
 
@@ -42,6 +46,45 @@ class Judgment:
     reward: float
     expected_reward: float | None
     fallback_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeDraws:
+    """The random numbers of n judgments, drawn up front: a uniform for the action and one
+    for the dwell (the rule judge's), or ``seed[i]`` for a judge that draws on its own."""
+
+    action_u: FloatArray  # (n,) in [0, 1)
+    dwell_u: FloatArray  # (n,) in [0, 1)
+    seed: IntArray  # (n,) in [0, SEED_BOUND)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int) -> JudgeDraws:
+        """The action uniforms, then the dwell uniforms, then the seeds."""
+        action_u, dwell_u = rng.random(n), rng.random(n)
+        return cls(action_u, dwell_u, rng.integers(0, SEED_BOUND, size=n, dtype=np.int64))
+
+
+@dataclass(frozen=True, slots=True)
+class Judgments:
+    """n judgments as arrays: what ``Judgment`` holds for each user of a block (the action
+    as an index into ``ACTIONS``; expected rewards are NaN where the judge cannot know)."""
+
+    action: IntArray
+    dwell_ms: IntArray
+    reward: FloatArray
+    expected_reward: FloatArray
+
+    @classmethod
+    def of(cls, judgments: Sequence[Judgment]) -> Judgments:
+        return cls(
+            action=np.array([ACTIONS.index(j.action) for j in judgments], dtype=np.int64),
+            dwell_ms=np.array([j.dwell_ms for j in judgments], dtype=np.int64),
+            reward=np.array([j.reward for j in judgments], dtype=np.float64),
+            expected_reward=np.array(
+                [np.nan if j.expected_reward is None else j.expected_reward for j in judgments],
+                dtype=np.float64,
+            ),
+        )
 
 
 class Judge(ABC):
@@ -92,3 +135,26 @@ class SyncJudge(Judge):
         self, persona: Persona, moment: Moment, task: Task, rng: np.random.Generator
     ) -> Judgment:
         return self.judge_sync(persona, moment, task, rng)
+
+    def judge_many(
+        self,
+        personas: Sequence[Persona],
+        block: CandidateBlock,
+        chosen: IntArray,
+        draws: JudgeDraws,
+    ) -> Judgments:
+        """``judge_sync`` of each user's chosen candidate, user i drawing from a generator
+        seeded with ``draws.seed[i]``; a judge may override it with vectorised code."""
+        return Judgments.of(
+            [
+                self.judge_sync(
+                    persona,
+                    block.moment(i),
+                    block.task(i, int(j)),
+                    np.random.default_rng(int(seed)),
+                )
+                for i, (persona, j, seed) in enumerate(
+                    zip(personas, chosen, draws.seed, strict=True)
+                )
+            ]
+        )

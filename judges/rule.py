@@ -21,6 +21,11 @@ the expected reward is exactly ``0.55 e r_done(e) + 0.045 e - (1 - e)``.
 
 Draw order (part of the common-random-numbers contract): first ``u``, then the dwell.
 
+``RuleJudge.judge_many`` judges a block of users at once (load mode) from drawn uniforms:
+the action from ``u`` as above, the dwell ``low + floor(v (high - low + 1))`` from a second
+uniform ``v``. Its engagements, bands and rewards are looked up in tables that the scalar
+functions fill for every (persona, priority, overdue, hour), so there is one formula.
+
 >>> p = Persona("p", "d", 0.9, 0.9, True, False)
 >>> engagement(p, Moment(8, 0), Task("t", 4, True, 3.0))
 0.8
@@ -30,14 +35,16 @@ Draw order (part of the common-random-numbers contract): first ``u``, then the d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from bandit.base import Moment, Task
+from bandit.base import CandidateBlock, FloatArray, IntArray, Moment, Task
 from bandit.reward import FOCUSED_MS, REFLEX_MS, SLOW_MS, infer_reward, reward_for_done
-from judges.base import Judgment, SyncJudge
+from judges.base import ACTIONS, JudgeDraws, Judgment, Judgments, SyncJudge
 from judges.personas import Persona
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "done_reward",
     "draw_action",
     "draw_dwell",
+    "dwell_range",
     "engagement",
     "expected_reward",
     "expected_reward_from_engagement",
@@ -165,27 +173,86 @@ def expected_reward(persona: Persona, moment: Moment, task: Task) -> float:
     return expected_reward_from_engagement(engagement(persona, moment, task))
 
 
+def _done_below(e: float) -> float:
+    """A uniform below this is a done (P(done) = 0.55 e)."""
+    return DONE_SHARE * e
+
+
 def draw_action(e: float, rng: np.random.Generator) -> str:
     """One uniform draw u: done if u < 0.55 e, snooze if u < e, else dismiss."""
     u = float(rng.random())
-    if u < DONE_SHARE * e:
+    if u < _done_below(e):
         return "done"
     if u < e:
         return "snooze"
     return "dismiss"
 
 
+def dwell_range(action: str, e: float) -> tuple[int, int]:
+    """Inclusive dwell range (ms) of ``action`` at engagement e.
+
+    >>> dwell_range("snooze", 0.3), dwell_range("done", 0.8)
+    ((3000, 20000), (15000, 90000))
+    """
+    if action == "done":
+        return done_dwell_range(e)
+    if action == "snooze":
+        return SNOOZE_MS
+    if action == "dismiss":
+        return DISMISS_MS
+    raise ValueError(f"unknown action {action!r}")
+
+
 def draw_dwell(action: str, e: float, rng: np.random.Generator) -> int:
     """Dwell in ms for ``action``, uniform over its inclusive range (one draw)."""
-    if action == "done":
-        low, high = done_dwell_range(e)
-    elif action == "snooze":
-        low, high = SNOOZE_MS
-    elif action == "dismiss":
-        low, high = DISMISS_MS
-    else:
-        raise ValueError(f"unknown action {action!r}")
+    low, high = dwell_range(action, e)
     return int(rng.integers(low, high, endpoint=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """The rule judge's numbers for each (persona, priority − 1, overdue, hour): the
+    engagement, its done threshold and expected reward, and per action (``ACTIONS`` order)
+    the dwell range and the reward; the personas are a block's users' own."""
+
+    engagement: FloatArray
+    done_below: FloatArray
+    expected: FloatArray
+    low: IntArray  # ... × action
+    high: IntArray
+    reward: FloatArray
+    persona_index: IntArray  # (n,) each user's row
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(personas: tuple[Persona, ...]) -> _Tables:
+    distinct = list(dict.fromkeys(personas))
+    cases = [
+        [
+            [
+                [engagement(persona, Moment(hour, 0), Task("", priority, overdue, 0.0))
+                 for hour in range(24)]
+                for overdue in (False, True)
+            ]
+            for priority in range(1, 5)
+        ]
+        for persona in distinct
+    ]  # fmt: skip
+    e = np.array(cases, dtype=np.float64)
+    flat = e.ravel().tolist()
+    shape = (*e.shape, len(ACTIONS))
+    ranges = [dwell_range(action, v) for v in flat for action in ACTIONS]
+    return _Tables(
+        engagement=e,
+        done_below=np.array([_done_below(v) for v in flat]).reshape(e.shape),
+        expected=np.array([expected_reward_from_engagement(v) for v in flat]).reshape(e.shape),
+        low=np.array([low for low, _ in ranges], dtype=np.int64).reshape(shape),
+        high=np.array([high for _, high in ranges], dtype=np.int64).reshape(shape),
+        # Every done band lies inside one reward band, so its low end's reward is the band's.
+        reward=np.array([reward_of(action, low) for (low, _), action in
+                         zip(ranges, ACTIONS * len(flat), strict=True)]).reshape(shape),
+        persona_index=np.array([distinct.index(p) for p in personas], dtype=np.int64),
+    )  # fmt: skip
 
 
 class RuleJudge(SyncJudge):
@@ -214,6 +281,44 @@ class RuleJudge(SyncJudge):
             dwell_ms=dwell_ms,
             reward=reward_of(action, dwell_ms),
             expected_reward=expected_reward_from_engagement(e),
+        )
+
+    def judge_many(
+        self,
+        personas: Sequence[Persona],
+        block: CandidateBlock,
+        chosen: IntArray,
+        draws: JudgeDraws,
+    ) -> Judgments:
+        """User i's chosen tip judged with ``u = draws.action_u[i]`` and the dwell
+        ``low + floor(draws.dwell_u[i] (high - low + 1))``: what ``judge_sync`` gives when
+        its generator returns that u and that dwell.
+
+        >>> p = Persona("p", "d", 0.9, 0.9, True, False)
+        >>> block = CandidateBlock.of([Moment(8, 0)], [[Task("t", 4, True, 3.0)]])
+        >>> draws = JudgeDraws(np.array([0.1]), np.array([0.5]), np.array([0]))
+        >>> j = RuleJudge().judge_many([p], block, np.array([0]), draws)
+        >>> ACTIONS[j.action[0]], int(j.dwell_ms[0]), float(j.reward[0])
+        ('done', 52500, 1.0)
+        """
+        t = _tables(tuple(personas))
+        rows = np.arange(block.size)
+        key = (
+            t.persona_index,
+            block.priority[rows, chosen] - 1,
+            block.overdue[rows, chosen].astype(np.int64),
+            block.hour,
+        )
+        # done (0) below the done threshold, snooze (1) below e, else dismiss (2)
+        action = (draws.action_u >= t.done_below[key]).astype(np.int64)
+        action += draws.action_u >= t.engagement[key]
+        low, high = t.low[(*key, action)], t.high[(*key, action)]
+        dwell = low + np.floor(draws.dwell_u * (high - low + 1)).astype(np.int64)
+        return Judgments(
+            action=action,
+            dwell_ms=np.minimum(dwell, high),
+            reward=t.reward[(*key, action)],
+            expected_reward=t.expected[key],
         )
 
     def expected_rewards(

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bandit.base import Choice, Moment, Policy, Task, choice_rng
+from bandit.base import SEED_BOUND, Choice, Moment, Policy, Task, choice_rng
 from bandit.registry import KNOWN_TYPES_NAME, ORACLE_NAME, make_known_types, make_oracle
 from bandit.registry import make_policy as registry_make_policy
 from judges.drift import Drift
@@ -62,7 +62,7 @@ def score_seed(rng: np.random.Generator) -> int:
     """The seed of one choice, drawn from the round's policy draws: the worker is sent it
     (``/score`` ``seed``), and the in-process policy draws from ``choice_rng`` of it, so that
     both ways explore with the very same numbers."""
-    return int(rng.integers(0, 2**31 - 1))
+    return int(rng.integers(0, SEED_BOUND))
 
 
 def _bind_expected(
