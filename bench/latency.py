@@ -5,7 +5,9 @@ show/feedback pairs over ``--users`` users for ``--seconds``; set it to about ha
 worker's sustained rate (``python -m bench worker``). Beside the load, a probe user gets one
 pair every ``--probe-every`` seconds; the clock starts just before its feedback is sent and
 stops when ``/stats/egreedy/<probe>`` first shows the new pull (polled every 2 ms). Prints
-p50, p99 and max over the probes, and the load rate actually produced.
+p50, p99 and max over the probes, and the load rate actually produced; then, from the
+worker's ``/metrics``, what stood the loop still meanwhile: batches and garbage-collector
+pauses over 50 ms, and the longest of each (the upper bound of its histogram bucket).
 
     uv run python -m bench.latency --rate 2500 --seconds 60
 """
@@ -20,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import print_figures
 from bench.worker_throughput import create_topics, make_pair
@@ -74,6 +77,28 @@ async def _probe(
         await asyncio.sleep(0.002)
 
 
+def _stalls(metrics_text: str, threshold_s: float = 0.05) -> dict[str, float]:
+    """Batches and GC pauses above ``threshold_s``, and the bucket bound of the longest."""
+    counts: dict[str, dict[float, float]] = {"batch": {}, "gc": {}}
+    names = {"tipstream_batch_seconds_bucket": "batch", "tipstream_gc_pause_seconds_bucket": "gc"}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            kind = names.get(sample.name)
+            if kind is not None:  # cumulative buckets, summed over GC generations
+                bound = float(sample.labels["le"])
+                counts[kind][bound] = counts[kind].get(bound, 0.0) + sample.value
+    figures: dict[str, float] = {}
+    for kind, buckets in counts.items():
+        bounds = sorted(buckets)
+        total = buckets[bounds[-1]] if bounds else 0.0
+        under = max((buckets[b] for b in bounds if b <= threshold_s), default=0.0)
+        figures[f"{kind}_count"] = total
+        figures[f"{kind}_over_{round(threshold_s * 1000)}ms"] = total - under
+        longest = next((b for b in bounds if buckets[b] >= total), 0.0)
+        figures[f"{kind}_longest_le_ms"] = 1000 * longest
+    return figures
+
+
 async def run(rate: float, users: int, seconds: float, probe_every: float) -> dict[str, float]:
     settings = await create_topics(get_settings())
     async with WorkerProcess(settings, app_id=settings.app_id + "-latency") as worker:
@@ -92,6 +117,8 @@ async def run(rate: float, users: int, seconds: float, probe_every: float) -> di
                     latencies.append(await _probe(producer, settings, http, worker.url, n))
                     spent = time.perf_counter() - probe_started
                     await asyncio.sleep(max(0.0, probe_every - spent))
+                async with http.get(f"{worker.url}/metrics") as response:
+                    metrics_text = await response.text()
             stop.set()
             sent = await load
             elapsed = time.perf_counter() - started
@@ -105,6 +132,7 @@ async def run(rate: float, users: int, seconds: float, probe_every: float) -> di
         "p50_ms": 1000 * statistics.median(ordered),
         "p99_ms": 1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
         "max_ms": 1000 * ordered[-1],
+        **_stalls(metrics_text),
     }
 
 

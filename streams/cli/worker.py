@@ -120,6 +120,7 @@ def worker(
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    tipstream.metrics.watch_gc()  # this process is the worker's: time its collector's pauses
     json_logs = settings.log_format == "json"
     process = BoundedStopWorker(
         tipstream.app,

@@ -378,7 +378,9 @@ class Worker:
         await self._learn_log_starts(batch)
         # Each partition in order: what lies beyond a hole waits for the re-read.
         admitted = self.ack_gate.admit(batch)
+        started = time.perf_counter()
         await self.pipeline.handle(admitted)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         # Only now may faust commit these offsets (see streams/ackgate.py).
         self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
         if self._batch_done is not None:  # wake the requests waiting for updates

@@ -11,7 +11,10 @@ are read when scraped: :meth:`WorkerMetrics.watch` binds them to the worker.
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,17 +30,20 @@ __all__ = ["WorkerMetrics"]
 
 _LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86_400)
 _SCORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class WorkerMetrics:
     __slots__ = (
         "active_partitions",
+        "batch_seconds",
         "batch_size",
         "database_up",
         "deadlettered",
         "events",
         "feedback_waiting",
+        "gc_pause",
         "holes",
         "input_lag",
         "processing_lag",
@@ -91,6 +97,19 @@ class WorkerMetrics:
             "tipstream_batch_events",
             "Events per processed batch.",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "tipstream_batch_seconds",
+            "Time to process one batch: decode, join, learn, rows, state (the loop is busy).",
+            buckets=_PAUSE_BUCKETS,
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "tipstream_gc_pause_seconds",
+            "Python garbage-collector pauses, by generation (the event loop stands still).",
+            ["generation"],
+            buckets=_PAUSE_BUCKETS,
             registry=r,
         )
         self.rows_written = Counter(
@@ -169,6 +188,21 @@ class WorkerMetrics:
             (self.holes, holes),
         ):
             gauge.set_function(_or_zero(read))
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every garbage collection into ``gc_pause``; returns the function that stops it
+        (``gc.callbacks`` is process-wide)."""
+        started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                pause = time.perf_counter() - started[0]
+                self.gc_pause.labels(str(info["generation"])).observe(pause)
+
+        gc.callbacks.append(on_gc)
+        return lambda: gc.callbacks.remove(on_gc)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

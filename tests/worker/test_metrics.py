@@ -3,6 +3,7 @@ state gauges read the worker when scraped."""
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
@@ -63,3 +64,27 @@ def test_score_latency_and_rebalances() -> None:
     assert 'tipstream_score_latency_seconds_bucket{le="0.005",outcome="ok"} 1.0' in text
     assert 'tipstream_score_latency_seconds_bucket{le="0.0025",outcome="ok"} 0.0' in text
     assert "tipstream_rebalances_total 1.0" in text
+
+
+def test_gc_pauses_are_timed_by_generation_until_unwatched() -> None:
+    metrics = WorkerMetrics()
+
+    def full_collections() -> float:
+        text = metrics.render().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "tipstream_gc_pause_seconds_count"
+            and sample.labels.get("generation") == "2"
+        )
+
+    unwatch = metrics.watch_gc()
+    try:
+        gc.collect()
+        gc.collect()
+    finally:
+        unwatch()
+    assert full_collections() == 2
+    gc.collect()  # no longer watched
+    assert full_collections() == 2
