@@ -15,6 +15,7 @@ ignored for forward compatibility, and every failure maps to one dead-letter cod
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,6 +31,31 @@ from pydantic import (
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "DECODE_CODES",
+    "MAX_CANDIDATES",
+    "MAX_CANDIDATE_COUNT",
+    "MAX_DWELL_MS",
+    "NO_CONTROL_CHARACTERS",
+    "Action",
+    "CandidateTip",
+    "DecodeError",
+    "Id",
+    "PolicyName",
+    "Source",
+    "Timestamp",
+    "TipFeatures",
+    "TipFeedback",
+    "TipShown",
+    "decode_feedback",
+    "decode_shown",
+    "encode",
+    "from_epoch_ms",
+    "rfc3339",
+    "to_epoch_ms",
+    "to_snake",
+]
 
 MAX_DWELL_MS = 2_592_000_000  # 30 days
 MAX_CANDIDATES = 100
@@ -181,8 +207,20 @@ def from_epoch_ms(epoch_ms: int) -> datetime:
 
 
 def rfc3339(epoch_ms: int) -> str:
-    """``2026-11-27T09:10:00.123Z``: the contract's timestamp format."""
-    return from_epoch_ms(epoch_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-11-27T09:10:00.123Z``: the contract's timestamp format.
+
+    >>> rfc3339(1795770600123), rfc3339(-1)
+    ('2026-11-27T09:10:00.123Z', '1969-12-31T23:59:59.999Z')
+    """
+    seconds, milliseconds = divmod(epoch_ms, 1000)
+    return f"{_whole_second(seconds)}.{milliseconds:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_second(epoch_s: int) -> str:
+    """``2026-11-27T09:10:00``; cached, because a producer formats the same seconds over
+    and over (formatting a datetime costs more than the rest of a small event's encoding)."""
+    return from_epoch_ms(epoch_s * 1000).isoformat(timespec="seconds").removesuffix("+00:00")
 
 
 class DecodeError:

@@ -4,6 +4,11 @@
 (``source = sim``, the run id, event ids from (run, user, round)) and turns them into
 records for the :class:`~streams.sim.publisher.Publisher`; :func:`features_json` is the
 ``sim_events.features`` document of the judgment.
+
+Load mode encodes tens of thousands of events a second, where building and serialising the
+pydantic models costs more than everything else: :meth:`RunEvents.shown_value` and
+:meth:`RunEvents.feedback_value` write the very same bytes as ``encode`` of the models
+(tests/sim/test_event_values.py compares them), from plain values, without validating.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from bandit.base import Moment, Task
 from judges.base import Judgment
@@ -24,6 +31,7 @@ from schemas.events import (
     TipShown,
     encode,
     from_epoch_ms,
+    rfc3339,
 )
 from streams.settings import Settings
 from streams.sim.choosers import Picked
@@ -115,6 +123,73 @@ class RunEvents:
             dwell_ms=judgment.dwell_ms,
             occurred_at=from_epoch_ms(served_at_ms + (judgment.dwell_ms or 0)),
         )
+
+    def shown_value(
+        self,
+        *,
+        user_id: str,
+        round_: int,
+        policy: str,
+        hour: int,
+        day: int,
+        tip_ids: Sequence[str],
+        priorities: Sequence[int],
+        overdue: Sequence[bool],
+        ages: Sequence[float],
+        chosen: int,
+        propensity: float,
+        served_at_ms: int,
+    ) -> bytes:
+        """``encode`` of :meth:`shown` for the candidates given column by column."""
+        shown_id, _ = event_ids(self.run_id, user_id, round_)
+        return orjson.dumps(
+            {
+                **self._wire_envelope(shown_id, user_id, tip_ids[chosen]),
+                "type": "TipShown",
+                "servedAt": rfc3339(served_at_ms),
+                "policy": policy,
+                "propensity": propensity,
+                "features": {
+                    "hourOfDay": hour,
+                    "dayOfWeek": day,
+                    "priority": priorities[chosen],
+                    "isOverdue": overdue[chosen],
+                    "taskAgeDays": ages[chosen],
+                },
+                "candidateCount": len(tip_ids),
+                "candidates": [
+                    {"tipId": t, "priority": p, "isOverdue": o, "taskAgeDays": a}
+                    for t, p, o, a in zip(tip_ids, priorities, overdue, ages, strict=True)
+                ],
+            }
+        )
+
+    def feedback_value(
+        self, *, user_id: str, round_: int, tip_id: str, action: str, dwell_ms: int,
+        served_at_ms: int,
+    ) -> bytes:  # fmt: skip
+        """``encode`` of :meth:`feedback`."""
+        _, feedback_id = event_ids(self.run_id, user_id, round_)
+        return orjson.dumps(
+            {
+                **self._wire_envelope(feedback_id, user_id, tip_id),
+                "type": "TipFeedback",
+                "action": action,
+                "dwellMs": dwell_ms,
+                "occurredAt": rfc3339(served_at_ms + dwell_ms),
+            }
+        )
+
+    def _wire_envelope(self, event_id: str, user_id: str, tip_id: str) -> dict[str, Any]:
+        """``_envelope`` as ``encode`` writes it (camelCase, in the models' field order)."""
+        return {
+            "schemaVersion": 1,
+            "eventId": event_id,
+            "tipId": tip_id,
+            "userId": user_id,
+            "source": Source.SIM.value,
+            "runId": self.run_id,
+        }
 
     def record(self, event: TipShown | TipFeedback) -> Message:
         """The record for the event's topic, keyed by its user (so both share a partition)."""
