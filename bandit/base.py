@@ -133,6 +133,17 @@ class CandidateBlock:
     def tasks(self, i: int) -> list[Task]:
         return [self.task(i, j) for j in range(self.k)]
 
+    def rows(self, users: IntArray) -> CandidateBlock:
+        """The block of some of its users, in the order of ``users``."""
+        return CandidateBlock(
+            hour=self.hour[users],
+            day=self.day[users],
+            priority=self.priority[users],
+            overdue=self.overdue[users],
+            age=self.age[users],
+            tip_ids=[self.tip_ids[i] for i in users.tolist()],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ChoiceDraws:
@@ -153,6 +164,10 @@ class ChoiceDraws:
         uniform = rng.random(n)
         index = rng.integers(k, size=n, dtype=np.int64)
         return cls(uniform, index, rng.integers(0, SEED_BOUND, size=n, dtype=np.int64))
+
+    def rows(self, users: IntArray) -> ChoiceDraws:
+        """The draws of some of the users, in the order of ``users``."""
+        return ChoiceDraws(self.uniform[users], self.index[users], self.seed[users])
 
 
 @dataclass(frozen=True, slots=True)

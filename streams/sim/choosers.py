@@ -18,7 +18,19 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bandit.base import SEED_BOUND, Choice, Moment, Policy, Task, choice_rng
+from bandit.base import (
+    SEED_BOUND,
+    CandidateBlock,
+    Choice,
+    ChoiceDraws,
+    Choices,
+    FloatArray,
+    IntArray,
+    Moment,
+    Policy,
+    Task,
+    choice_rng,
+)
 from bandit.registry import KNOWN_TYPES_NAME, ORACLE_NAME, make_known_types, make_oracle
 from bandit.registry import make_policy as registry_make_policy
 from judges.drift import Drift
@@ -166,6 +178,58 @@ class InProcessChooser:
     ) -> None:
         """Learn ``reward``; ``round_`` is the round it is learned in (it picks the oracle)."""
         self.policy(user.persona, round_).update(user.state, self.shared, moment, task, reward)
+
+    def policy_groups(self, users: Sequence[SimUser]) -> list[tuple[Policy, IntArray]]:
+        """The users' positions grouped by the policy that plays them (before any drift):
+        one group, unless the policy is one per persona (the oracle)."""
+        groups: dict[int, tuple[Policy, list[int]]] = {}
+        for i, user in enumerate(users):
+            policy = self.policy(user.persona)
+            groups.setdefault(id(policy), (policy, []))[1].append(i)
+        return [(policy, np.array(rows, dtype=np.int64)) for policy, rows in groups.values()]
+
+    def choose_many(
+        self,
+        groups: Sequence[tuple[Policy, IntArray]],
+        users: Sequence[SimUser],
+        block: CandidateBlock,
+        draws: ChoiceDraws,
+    ) -> Choices:
+        """Every user's choice in ``block`` (``Policy.choose_many`` per group): a round of
+        load mode. The block's choices are made before any of its rewards is learned."""
+        if len(groups) == 1:  # every user, in order
+            policy, _ = groups[0]
+            return policy.choose_many([u.state for u in users], self.shared, block, draws)
+        n = block.size
+        out = Choices(
+            index=np.empty(n, dtype=np.int64),
+            propensity=np.empty(n, dtype=np.float64),
+            explored=np.empty(n, dtype=np.bool_),
+            score=np.empty(n, dtype=np.float64),
+        )
+        for policy, rows in groups:
+            states = [users[i].state for i in rows.tolist()]
+            part = policy.choose_many(states, self.shared, block.rows(rows), draws.rows(rows))
+            out.index[rows], out.propensity[rows] = part.index, part.propensity
+            out.explored[rows], out.score[rows] = part.explored, part.score
+        return out
+
+    def learn_many(
+        self,
+        groups: Sequence[tuple[Policy, IntArray]],
+        users: Sequence[SimUser],
+        block: CandidateBlock,
+        chosen: IntArray,
+        rewards: FloatArray,
+    ) -> None:
+        """Every user learns its reward for its chosen candidate (``Policy.update_many``)."""
+        if len(groups) == 1:  # every user, in order
+            policy, _ = groups[0]
+            policy.update_many([u.state for u in users], self.shared, block, chosen, rewards)
+            return
+        for policy, rows in groups:
+            states = [users[i].state for i in rows.tolist()]
+            policy.update_many(states, self.shared, block.rows(rows), chosen[rows], rewards[rows])
 
 
 class WorkerChooser:

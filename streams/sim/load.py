@@ -3,6 +3,13 @@
 A show and its feedback are two messages; the policy plays in-process, the judge must answer
 without waiting (:class:`~judges.base.SyncJudge`), and in-flight sends are bounded, so a
 broker slower than the rate shows as ``behind_messages`` instead of as a growing queue.
+
+The simulator must produce faster than the broker takes, so a round is played for all users
+at once: ``Policy.choose_many`` and ``update_many``, ``SyncJudge.judge_many``, and events
+encoded straight to bytes (``RunEvents.shown_value``). Any policy plays, but only egreedy-v1,
+egreedy-v2 and random have vectorised block paths (without an exploration floor); the others
+loop over their ``choose`` and ``update`` per user, which is slower but the same policy. A
+policy that pools across users chooses a round's tips before it learns that round's rewards.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bandit.base import Moment, Task
-from judges.base import SyncJudge
+import numpy as np
+
+from bandit.base import CandidateBlock, ChoiceDraws
+from judges.base import ACTIONS, JudgeDraws, SyncJudge
 from judges.registry import judge_class, make_judge
 from judges.world import World
+from schemas.events import DecodeError, decode_feedback, decode_shown
 from streams.settings import Settings
 from streams.sim.choosers import InProcessChooser
 from streams.sim.config import (
@@ -49,43 +59,68 @@ class LoadResult:
 
 
 class LoadStream:
-    """One user's draws in load mode: a single seeded stream, drawn in blocks of rounds.
+    """The run's draws in load mode: each user's own seeded stream, drawn in blocks of rounds.
 
     The closed loop asks the World for a fresh generator per (user, round, purpose), which
     costs more than everything else in a judgment; load mode measures throughput, not
-    policies, so it draws moments and candidates (with the World's distributions and
-    settings) for ``BLOCK`` rounds at once, and the policy's and the judge's numbers from the
-    same generator, in order.
+    policies, so each user draws its moments and candidates (with the World's distributions
+    and settings), its choices' and its judgments' numbers for ``BLOCK`` rounds at once, and
+    :meth:`round` serves them a round of all users at a time.
     """
 
     BLOCK = 256
-    __slots__ = ("_block", "_next", "rng", "user")
+    __slots__ = ("_block", "_next", "_tip_prefixes", "k", "rngs", "users")
 
-    def __init__(self, world: World, user: SimUser) -> None:
-        self.user = user
-        self.rng = world.policy_rng(user.persona, user.index, 0)
-        self._block: list[tuple[int, int, list[int], list[bool], list[float]]] = []
-        self._next = 0
+    def __init__(self, world: World, users: Sequence[SimUser]) -> None:
+        self.users = users
+        self.k = world.config.candidates
+        self.rngs = [world.policy_rng(user.persona, user.index, 0) for user in users]
+        self._tip_prefixes = [f"{user.persona.name}-{user.index}-r" for user in users]
+        self._block: list[np.ndarray] = []
+        self._next = self.BLOCK
 
-    def _refill(self, world: World) -> None:
-        rng, config, size = self.rng, world.config, self.BLOCK
-        n = config.candidates
-        hours = rng.integers(0, 24, size=size).tolist()
-        days = rng.integers(0, 7, size=size).tolist()
-        priorities = rng.integers(1, 5, size=(size, n)).tolist()
-        overdue = (rng.random(size=(size, n)) < config.overdue_probability).tolist()
-        ages = (rng.random(size=(size, n)) * config.max_task_age_days).tolist()
-        self._block = list(zip(hours, days, priorities, overdue, ages, strict=True))
-        self._next = 0
+    def _draw(self, rng: np.random.Generator, world: World) -> tuple[np.ndarray, ...]:
+        """One user's numbers for ``BLOCK`` rounds: hour, day, priority, overdue, age,
+        then the choice's (uniform, index, seed) and the judgment's (action, dwell, seed)."""
+        config, size, k = world.config, self.BLOCK, self.k
+        moments_and_candidates = (
+            rng.integers(0, 24, size=size),
+            rng.integers(0, 7, size=size),
+            rng.integers(1, 5, size=(size, k)),
+            rng.random(size=(size, k)) < config.overdue_probability,
+            rng.random(size=(size, k)) * config.max_task_age_days,
+        )
+        choice, judgment = ChoiceDraws.draw(rng, size, k), JudgeDraws.draw(rng, size)
+        return (
+            *moments_and_candidates,
+            choice.uniform,
+            choice.index,
+            choice.seed,
+            judgment.action_u,
+            judgment.dwell_u,
+            judgment.seed,
+        )
 
-    def draw(self, world: World, round_: int) -> tuple[Moment, list[Task]]:
-        if self._next >= len(self._block):
-            self._refill(world)
-        hour, day, priorities, overdue, ages = self._block[self._next]
+    def round(self, world: World, round_: int) -> tuple[CandidateBlock, ChoiceDraws, JudgeDraws]:
+        """Round ``round_`` of every user (row i is ``users[i]``)."""
+        if self._next >= self.BLOCK:
+            per_user = [self._draw(rng, world) for rng in self.rngs]
+            # round-major: part[r] is round r of every user
+            self._block = [np.stack(part, axis=1) for part in zip(*per_user, strict=True)]
+            self._next = 0
+        r = self._next
         self._next += 1
-        prefix = f"{self.user.persona.name}-{self.user.index}-r{round_}-c"
-        tasks = [Task(f"{prefix}{i}", priorities[i], overdue[i], ages[i]) for i in range(len(ages))]
-        return Moment(hour_of_day=hour, day_of_week=day), tasks
+        hour, day, priority, overdue, age, *draws = (part[r] for part in self._block)
+        suffixes = [f"{round_}-c{j}" for j in range(self.k)]
+        block = CandidateBlock(
+            hour=hour,
+            day=day,
+            priority=priority,
+            overdue=overdue,
+            age=age,
+            tip_ids=[[prefix + suffix for suffix in suffixes] for prefix in self._tip_prefixes],
+        )
+        return block, ChoiceDraws(*draws[:3]), JudgeDraws(*draws[3:])
 
 
 def _load_events(  # noqa: PLR0917
@@ -96,25 +131,67 @@ def _load_events(  # noqa: PLR0917
     judge: SyncJudge,
     tally: list[float] | None = None,
 ) -> Iterator[list[Message]]:
-    """Endless judgments, round-robin over users: [show, feedback] as (topic, key, value)."""
-    streams = [LoadStream(world, user) for user in users]
+    """Endless judgments, round-robin over users: [show, feedback] as (topic, key, value).
+
+    A round is chosen, judged and learned for all users at once (``choose_many``,
+    ``judge_many``, ``learn_many``); each judgment is encoded when it is taken, so that its
+    timestamps are those of its sending. The first round's events are checked against the
+    event models (ids, policy name), which the fast encoding does not validate.
+    """
+    stream = LoadStream(world, users)
+    groups = chooser.policy_groups(users)
+    personas = [user.persona for user in users]
+    keys = [user.user_id.encode() for user in users]
     round_ = 0
     while True:
-        for stream in streams:
-            user = stream.user
-            moment, tasks = stream.draw(world, round_)
-            picked = chooser.choose(user, moment, tasks, stream.rng, with_probabilities=False)
-            task = tasks[picked.index]
-            judgment = judge.judge_sync(user.persona, moment, task, stream.rng)
-            chooser.learn(user, moment, task, judgment.reward)
+        block, choice_draws, judge_draws = stream.round(world, round_)
+        picked = chooser.choose_many(groups, users, block, choice_draws)
+        judged = judge.judge_many(personas, block, picked.index, judge_draws)
+        chosen = picked.index.tolist()
+        rewards = judged.reward.tolist()
+        chooser.learn_many(groups, users, block, picked.index, judged.reward)
+        columns = zip(
+            users,
+            keys,
+            block.hour.tolist(),
+            block.day.tolist(),
+            block.tip_ids,
+            block.priority.tolist(),
+            block.overdue.tolist(),
+            block.age.tolist(),
+            chosen,
+            picked.propensity.tolist(),
+            judged.action.tolist(),
+            judged.dwell_ms.tolist(),
+            rewards,
+            strict=True,
+        )
+        for user, key, hour, day, tip_ids, priorities, overdue, ages, j, p, a, dwell, r in columns:
             if tally is not None:  # [judgments, reward sum]: constant memory
                 tally[0] += 1
-                tally[1] += judgment.reward
+                tally[1] += r
             served_at = now_ms()
-            shown = events.shown(user, round_, chooser.name, moment, tasks, picked, served_at)
-            feedback = events.feedback(user, round_, task, judgment, served_at)
-            yield [events.record(shown), events.record(feedback)]
+            shown = events.shown_value(
+                user_id=user.user_id, round_=round_, policy=chooser.name, hour=hour, day=day,
+                tip_ids=tip_ids, priorities=priorities, overdue=overdue, ages=ages, chosen=j,
+                propensity=p, served_at_ms=served_at,
+            )  # fmt: skip
+            feedback = events.feedback_value(
+                user_id=user.user_id, round_=round_, tip_id=tip_ids[j], action=ACTIONS[a],
+                dwell_ms=dwell, served_at_ms=served_at,
+            )  # fmt: skip
+            if round_ == 0:
+                _check_first(shown, feedback)
+            yield [(events.topic_shown, key, shown), (events.topic_feedback, key, feedback)]
         round_ += 1
+
+
+def _check_first(shown: bytes, feedback: bytes) -> None:
+    """Refuse a run whose events the worker would dead-letter (a persona name too long for
+    an id, a policy name with control characters): the models validate the first round."""
+    for decoded in (decode_shown(shown), decode_feedback(feedback)):
+        if isinstance(decoded, DecodeError):
+            raise SimUsageError(f"load mode's events would be invalid: {decoded.detail}")
 
 
 async def produce_at_rate(
