@@ -41,6 +41,9 @@ from streams.sim.publisher import Message
 __all__ = ["RunEvents", "event_ids", "features_json", "now_ms", "task_json"]
 
 
+_SIM = Source.SIM.value  # an enum member's value is a property: read it once
+
+
 def event_ids(run_id: str, user_id: str, round_: int) -> tuple[str, str]:
     """(the show's, the feedback's): the same judgment always gets the same ids."""
     base = f"{run_id}/{user_id}/{round_}"
@@ -187,7 +190,7 @@ class RunEvents:
             "eventId": event_id,
             "tipId": tip_id,
             "userId": user_id,
-            "source": Source.SIM.value,
+            "source": _SIM,
             "runId": self.run_id,
         }
 
