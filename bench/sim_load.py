@@ -1,7 +1,8 @@
 """Simulator load mode against raw aiokafka: how much of the broker's rate does the sim keep?
 
 1. ``tipstream simulate --rate`` at an unreachable target (as fast as it can) for a few
-   seconds: the policy in-process, the rule judge, pydantic events, bounded in-flight sends.
+   seconds: the policy in-process (a round of all users at once), the rule judge, events
+   encoded straight to bytes, bounded in-flight sends.
    Every message it produced is kept, already encoded.
 2. The same bytes, in the same order, produced with a bare ``AIOKafkaProducer`` of the same
    configuration (same in-flight bound): the broker's and client's ceiling on this machine.
