@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from streams.cli.logs import configure_logging, level_number, logging_config
 from streams.settings import Settings
 from streams.worker.topics import TopicLayoutError, TopicReport, ensure_topics
 
-__all__ = ["register", "topics_app", "topics_ensure", "worker"]
+__all__ = ["claim_data_dir", "register", "topics_app", "topics_ensure", "worker"]
 
 _LOG_LEVELS = {
     "crit": logging.CRITICAL,
@@ -66,6 +68,28 @@ def _data_dir_or_exit(settings: Settings) -> None:
             f"({exc.strerror or exc}): set it to a directory this user may write",
             1,
         ) from None
+
+
+def claim_data_dir(settings: Settings) -> int:
+    """Hold the data directory for this app id until the process ends (the lock goes with
+    the process, a ``kill -9`` too); exit 2 when another worker holds it.
+
+    Why: faust keeps the app's tables under it (with ``rocksdb``, each partition's database),
+    and a second worker on the same directory waits on RocksDB's locks, then crashes. Returns
+    the lock file's descriptor, which the caller keeps open.
+    """
+    path = Path(settings.data_dir) / f".{settings.app_id}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise fail(
+            f"another worker of app id {settings.app_id!r} is using "
+            f"TIPSTREAM_DATA_DIR={settings.data_dir}: give each worker its own directory",
+            2,
+        ) from None
+    return fd
 
 
 @topics_app.command("ensure")
@@ -120,6 +144,7 @@ def worker(
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    data_dir_lock = claim_data_dir(settings)  # noqa: F841 - held open until the process exits
     tipstream.metrics.watch_gc()  # this process is the worker's: time its collector's pauses
     json_logs = settings.log_format == "json"
     process = BoundedStopWorker(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
+from pathlib import Path
 
 import pytest
+import typer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.cli.worker import claim_data_dir
+from streams.dev.worker_process import WorkerProcess, free_port
 from streams.settings import Settings
 from tests.processes import run_module
 
@@ -56,3 +61,29 @@ def test_worker_rejects_an_unknown_policy(settings: Settings, database: str) -> 
     result = tipstream(settings.model_copy(update={"policy": "no-such-policy"}), "worker")
     assert result.returncode == 2
     assert "no-such-policy" in result.stderr
+
+
+async def test_a_second_worker_on_the_same_data_dir_is_refused(
+    topics: Settings, database: str
+) -> None:
+    async with WorkerProcess(topics) as first:
+        second = tipstream(first.settings.model_copy(update={"web_port": free_port()}), "worker")
+        assert second.returncode == 2, second.stderr
+        assert "another worker" in second.stderr
+        assert f"TIPSTREAM_DATA_DIR={first.data_dir}" in second.stderr
+        status, _ = await first.get("/healthz")
+        assert status == 200  # the first one is undisturbed
+
+
+def test_the_data_dir_lock_is_one_per_app_id(settings: Settings, tmp_path: Path) -> None:
+    here = settings.model_copy(update={"data_dir": str(tmp_path)})
+    held = claim_data_dir(here)
+    try:
+        with pytest.raises(typer.Exit) as refused:
+            claim_data_dir(here)
+        assert refused.value.exit_code == 2
+        other_app = claim_data_dir(here.model_copy(update={"app_id": "another-app"}))
+        os.close(other_app)
+    finally:
+        os.close(held)
+    os.close(claim_data_dir(here))  # free again once the holder closed it
