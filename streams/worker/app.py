@@ -36,6 +36,7 @@ from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
 from streams.worker.rocksdb_store import ROCKSDB_STORE_URL, rocksdb_options
 from streams.worker.sink import FeedbackSink
+from streams.worker.stalls import STALL_S, StallWatch
 from streams.worker.state import (
     UserRecord,
     key_partition,
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "user-state"
 MIN_UPDATES_TIMEOUT_S = 10.0
-STALL_S = 10.0  # a lagging input partition with no progress this long is read again
 
 
 class StateTable(faust.Table[str, bytes]):
@@ -208,7 +208,7 @@ class Worker:
         )
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._reread: dict[TP, tuple[int, float]] = {}
-        self._progress: dict[TP, tuple[int, float]] = {}
+        self._stalls = StallWatch()
         self._log_start: dict[TP, int] = {}  # where never-committed partitions begin
         self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
         self._rng = np.random.default_rng()
@@ -253,7 +253,8 @@ class Worker:
                 while True:
                     messages = await worker.batches.take()
                     await app.flow_control.acquire()  # no work while a rebalance is under way
-                    await app.producer.buffer.wait_until_ebb()  # the changelog keeps up
+                    # The changelog keeps up: at most one batch of its writes waits.
+                    await changelog_within(app.producer.buffer, worker.settings.batch_max)
                     # Hold every cancellation (a stop) until the batch's rows and state are
                     # written and its offsets acked, then honour it.
                     await _uncancellable(worker.process_messages(messages))
@@ -285,7 +286,8 @@ class Worker:
         """Seek back to input events that were not processed, once the stream is steady.
 
         Two cases: a hole the ack gate saw (faust skipped or dropped an event before a later
-        one), and a partition with lag that makes no progress for ``STALL_S`` (its tail
+        one), and a partition with lag that makes no progress for ``STALL_S`` while the
+        pipeline has nothing fetched waiting (``streams.worker.stalls``; its tail
         never reached the stream; seen after faust's start-up seek). Reading again is
         idempotent, so a false alarm only costs work.
         """
@@ -313,7 +315,13 @@ class Worker:
             key = (tp.topic, tp.partition)
             target = holes.get(key)
             if target is None:
-                target = self._stalled_at(tp, ends.get(tp), now)
+                target = self._stalls.check(
+                    tp,
+                    next_offset=self.ack_gate.next_offset(key),
+                    highwater=ends.get(tp),
+                    now=now,
+                    busy=self.batches.waiting,
+                )
             if target is None:
                 continue
             last = self._reread.get(tp)
@@ -350,17 +358,6 @@ class Worker:
         ]
         if unknown:
             self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
-
-    def _stalled_at(self, tp: TP, highwater: int | None, now: float) -> int | None:
-        next_offset = self.ack_gate.next_offset((tp.topic, tp.partition))
-        if next_offset is None or highwater is None or next_offset >= highwater:
-            self._progress.pop(tp, None)
-            return None
-        seen = self._progress.get(tp)
-        if seen is None or seen[0] != next_offset:
-            self._progress[tp] = (next_offset, now)
-            return None
-        return next_offset if now - seen[1] >= STALL_S else None
 
     async def process_messages(self, messages: list[Message]) -> None:
         """Process a batch of fetched messages, then ack each (through the ack gate)."""
@@ -511,6 +508,17 @@ class Worker:
                 return False
             # A bound on the wait, for state that changes without a batch (recovery).
             await self._next_batch(min(remaining, 0.25))
+
+
+async def changelog_within(buffer: Any, limit: int) -> None:
+    """Wait until at most ``limit`` changelog writes wait in faust's producer buffer.
+
+    faust's own ``wait_until_ebb`` sends 100 of them and returns, so a worker that writes
+    more records a batch than that saw the buffer grow without bound behind a backlog: 84,000
+    records waiting (hundreds of MiB), and offset commits that took 86 s to flush them.
+    """
+    while buffer.size > limit:
+        await buffer.flush_atmost(buffer.size - limit)
 
 
 async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:

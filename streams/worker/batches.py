@@ -59,6 +59,11 @@ class FetchedBatches:
         self._carry = batch[self.max_events :]
         return batch[: self.max_events]
 
+    @property
+    def waiting(self) -> bool:
+        """Fetched messages wait for the pipeline (it is busy)."""
+        return bool(self._carry) or not self._queue.empty()
+
     def clear(self) -> int:
         """Drop what is waiting (after a rebalance faust reads again from the committed
         offsets); return how many messages were dropped."""
@@ -76,6 +81,15 @@ class BatchConsumer(aiokafka_driver.Consumer):
     control, the consumer generation) with one difference: source messages are collected per
     fetch and put on ``batches``; the rest go to faust's per-event callback as before.
     """
+
+    async def _seek(self, partition: Any, offset: int) -> None:
+        """Seek in the consumer's own thread, where aiokafka's consumer runs.
+
+        faust's ``_seek`` calls aiokafka's ``seek`` from the app's thread; it drops the
+        partition's fetched records while the consumer thread may be reading them, which
+        crashed a worker's fetcher (``KeyError`` in ``Fetcher.fetched_records``).
+        """
+        await cast("Any", self)._thread.seek_wait({partition: offset})
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_stopped = cast("Service", self)._stopped.is_set
