@@ -28,7 +28,7 @@ from streams.dev.devstack import ensure_up
 from streams.dev.worker_process import WorkerProcess
 from streams.settings import get_settings
 from streams.sim.closed_loop import run_closed_loop
-from streams.sim.config import SimConfig
+from streams.sim.config import SimConfig, SimFailedError
 from streams.sim.load import run_load
 
 _TROUBLE = re.compile(r"session expired|Heartbeat failed|rebalanc", re.IGNORECASE)
@@ -92,6 +92,7 @@ async def run(args: argparse.Namespace) -> int:
             load = asyncio.create_task(run_load(settings, background, quiet=True, record=False))
         started = time.monotonic()
         judgments = runs = 0
+        failure = ""
         while time.monotonic() - started < args.minutes * 60:
             config = SimConfig(
                 policy=base.policy,
@@ -102,7 +103,11 @@ async def run(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 epsilon=base.epsilon,
             )
-            summary = await run_closed_loop(worker.settings, config, quiet=True)
+            try:
+                summary = await run_closed_loop(worker.settings, config, quiet=True)
+            except SimFailedError as err:  # still report what was measured until then
+                failure = f"the closed loop failed after {time.monotonic() - started:.0f} s: {err}"
+                break
             judgments += int(summary["events"])
             runs += 1
             elapsed = time.monotonic() - started
@@ -113,7 +118,11 @@ async def run(args: argparse.Namespace) -> int:
             )
         elapsed = time.monotonic() - started
         loaded = ""
-        if load is not None:
+        if load is not None and failure:
+            load.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SimFailedError):
+                await load
+        elif load is not None:
             result = await load
             loaded = (
                 f"; beside it, load mode sent {result.messages} messages at {args.load_rate:.0f}/s"
@@ -140,7 +149,9 @@ async def run(args: argparse.Namespace) -> int:
         )
     for line in trouble[:20]:
         print("  " + line[:200])
-    return 0 if not outages else 1
+    if failure:
+        print(f"liveness: FAILED: {failure}")
+    return 0 if not outages and not failure else 1
 
 
 def main() -> int:
