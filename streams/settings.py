@@ -186,7 +186,8 @@ class Settings(BaseSettings):
     data_dir: str = Field(
         default_factory=default_data_dir,
         description="faust's per-worker directory, created at start (the image sets "
-        "`/var/lib/tipstream`); a relative path is taken from the current directory",
+        "`/var/lib/tipstream`); a relative path is taken from the current directory. One "
+        "worker per directory and app id: a second one exits 2",
         json_schema_extra={"doc_default": f"`$XDG_STATE_HOME/tipstream`, else `{_STATE_HOME}`"},
     )
     batch_max: int = Field(default=2000, ge=1, description="events per batch at most")
