@@ -144,7 +144,7 @@ def worker(
     except ValueError as exc:  # unknown policy names and the like
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    data_dir_lock = claim_data_dir(settings)  # noqa: F841 - held open until the process exits
+    claim_data_dir(settings)  # its descriptor stays open, so the lock is held until we exit
     tipstream.metrics.watch_gc()  # this process is the worker's: time its collector's pauses
     json_logs = settings.log_format == "json"
     process = BoundedStopWorker(
