@@ -36,6 +36,7 @@ from bandit.base import (
     ChoiceDraws,
     Choices,
     FloatArray,
+    IntArray,
     Moment,
     Policy,
     Task,
@@ -197,6 +198,16 @@ class ExplorationFloor(Policy):
         self, user: Any, shared: Any | None, moment: Moment, task: Task, reward: float
     ) -> None:
         self.policy.update(user, shared, moment, task, reward)
+
+    def update_many(
+        self,
+        users: Sequence[Any],
+        shared: Any | None,
+        block: CandidateBlock,
+        chosen: IntArray,
+        rewards: FloatArray,
+    ) -> None:
+        self.policy.update_many(users, shared, block, chosen, rewards)
 
     def encode_user(self, user: Any) -> bytes:
         return self.policy.encode_user(user)

@@ -20,6 +20,7 @@ terms are looked up in tables the scalar terms fill; tests/bandit/test_batch_pol
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,12 +29,17 @@ from bandit.base import CandidateBlock, FloatArray, IntArray, Moment, Task
 __all__ = [
     "V1_DIM",
     "V2_DIM",
+    "BlockFeatures",
     "features_v1",
     "features_v1_many",
     "features_v2",
     "features_v2_many",
     "features_v3",
+    "features_v3_many",
 ]
+
+# A feature map over a whole CandidateBlock: n × K × d.
+BlockFeatures = Callable[[CandidateBlock], FloatArray]
 
 V1_DIM = 7
 _TWO_PI = 2.0 * math.pi
@@ -156,3 +162,13 @@ def features_v3(moment: Moment, task: Task) -> FloatArray:
         ],
         dtype=np.float64,
     )
+
+
+def features_v3_many(block: CandidateBlock) -> FloatArray:
+    """``features_v3`` of every candidate of the block: n × K × 5."""
+    x = _per_candidate(block, V2_DIM)
+    x[:, :, 0] = 1.0
+    x[:, :, 1] = (block.priority - 2.5) / 3.0
+    x[:, :, 2] = block.overdue - 0.3
+    x[:, :, 3:5] = _per_user(_V2_HOURS, block.hour)
+    return x

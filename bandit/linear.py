@@ -106,9 +106,7 @@ class Ridge:
 
     def sse_many(self, thetas: FloatArray) -> FloatArray:
         """``sse`` for every row of an M × d array of models at once."""
-        gram = self.a - np.diag(self.lam)
-        quad = ((thetas @ gram) * thetas).sum(axis=1)
-        return np.asarray(self.reward_sq_sum - 2.0 * (thetas @ self.b) + quad, dtype=np.float64)
+        return np.asarray(sse_each([self], thetas[None])[0], dtype=np.float64)
 
     def resync(self) -> None:
         """Recompute A⁻¹ from A (O(d³)), discarding accumulated rounding error."""
@@ -179,10 +177,29 @@ def thetas(ridges: Sequence[Ridge]) -> FloatArray:
     return np.asarray((a_inv @ b[:, :, None])[:, :, 0], dtype=np.float64)
 
 
+def sse_each(ridges: Sequence[Ridge], thetas: FloatArray) -> FloatArray:
+    """``ridges[i].sse_many(thetas[i])`` for every i: thetas is n × M × d, the result n × M.
+
+    >>> r = Ridge.new(2)
+    >>> r.update(np.array([1.0, 0.0]), 1.0)
+    >>> sse_each([r], np.array([[[1.0, 0.0], [0.0, 0.0]]])).tolist()
+    [[0.0, 1.0]]
+    """
+    gram = np.stack([r.a for r in ridges])
+    diag = np.arange(gram.shape[-1])
+    gram[:, diag, diag] -= np.stack([r.lam for r in ridges])
+    b = np.stack([r.b for r in ridges])
+    r2 = np.array([r.reward_sq_sum for r in ridges], dtype=np.float64)
+    quad = ((thetas @ gram) * thetas).sum(axis=2)
+    fit = (thetas @ b[:, :, None])[:, :, 0]
+    return np.asarray(r2[:, None] - 2.0 * fit + quad, dtype=np.float64)
+
+
 def update_each(ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray) -> None:
     """``ridges[i].update(xs[i], rewards[i])`` for every i (unit weights), at once.
 
-    Afterwards each ridge's arrays are rows of shared stacks (views, one row per ridge).
+    Each ridge gets arrays of its own (copies of its rows), so a state kept long after (the
+    worker's hot cache) never holds the stacks of the other ridges alive.
 
     >>> one, many = Ridge.new(2), [Ridge.new(2)]
     >>> one.update(np.array([1.0, 2.0]), 0.5)
@@ -207,7 +224,7 @@ def update_each(ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray) ->
     for i, (ridge, reward, since_sync) in enumerate(
         zip(ridges, rewards.tolist(), since.tolist(), strict=True)
     ):
-        ridge.a, ridge.a_inv, ridge.b = a[i], a_inv[i], b[i]
+        ridge.a, ridge.a_inv, ridge.b = a[i].copy(), a_inv[i].copy(), b[i].copy()
         ridge.pulls += 1
         ridge.reward_sum += reward
         ridge.reward_sq_sum += reward * reward

@@ -38,6 +38,7 @@ years of ten million feedbacks a day; a user's statistics are rounded to 10⁻�
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,7 +57,9 @@ __all__ = [
     "Pool",
     "PoolDelta",
     "PoolStats",
+    "data_stats",
     "quantize_weights",
+    "solve_types",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -69,6 +72,34 @@ ONE_TYPE: IntArray = np.array([WEIGHT_SCALE], dtype=np.int64)  # a pool with one
 def quantize_weights(weights: FloatArray) -> IntArray:
     """Posterior weights (summing to 1) in units of 1/256; weights below 1/512 become 0."""
     return np.asarray(np.rint(np.asarray(weights) * WEIGHT_SCALE), dtype=np.int64)
+
+
+def data_stats(ridges: Sequence[Ridge]) -> IntArray:
+    """Each ridge's data statistics [Σ x xᵀ (its A without Λ), Σ r x, Σ r²] in fixed point,
+    as the rows of an n × (d·d + d + 1) array (``Contribution.stats``)."""
+    a = np.stack([r.a for r in ridges])
+    n, d = len(ridges), a.shape[-1]
+    diag = np.arange(d)
+    a[:, diag, diag] -= np.stack([r.lam for r in ridges])
+    flat = np.empty((n, d * d + d + 1), dtype=np.float64)
+    flat[:, : d * d] = a.reshape(n, d * d)
+    flat[:, d * d : d * d + d] = np.stack([r.b for r in ridges])
+    flat[:, -1] = [r.reward_sq_sum for r in ridges]
+    flat *= STAT_SCALE
+    return np.rint(flat).astype(np.int64)
+
+
+def solve_types(stats: IntArray, dim: int, lam: float, priors: FloatArray) -> FloatArray:
+    """Each type's ridge solution (λI + G_m)⁻¹ (λ prior_m + Σ r x) from pool statistics of
+    shape (..., M, d·d + d + 1), as a (..., M, d) array: one pool, or a stack of them."""
+    scale = 1.0 / float(STAT_SCALE * WEIGHT_SCALE)
+    a = stats[..., : dim * dim].reshape(*stats.shape[:-1], dim, dim) * scale
+    diag = np.arange(dim)
+    a[..., diag, diag] += lam
+    rhs = (
+        lam * np.asarray(priors, dtype=np.float64) + stats[..., dim * dim : dim * dim + dim] * scale
+    )
+    return np.asarray(np.linalg.solve(a, rhs[..., None])[..., 0], dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +117,7 @@ class Contribution:
     @classmethod
     def of(cls, user: Ridge, weights: IntArray) -> Contribution:
         """The user's data statistics (its A without the prior Λ) with these weights."""
-        d = user.dim
-        flat = np.empty(d * d + d + 1, dtype=np.float64)
-        gram = flat[: d * d].reshape(d, d)
-        gram[...] = user.a
-        gram[np.diag_indices(d)] -= user.lam
-        flat[d * d : d * d + d] = user.b
-        flat[-1] = user.reward_sq_sum
-        flat *= STAT_SCALE
-        return cls(weights=weights, stats=np.rint(flat).astype(np.int64), pulls=user.pulls)
+        return cls(weights=weights, stats=data_stats([user])[0], pulls=user.pulls)
 
     def delta(self, sign: int) -> PoolDelta:
         """What adding (sign 1) or removing (sign −1) this contribution does to a pool."""
@@ -193,19 +216,24 @@ class PoolStats:
         self.users += sign * other.users
 
     def thetas(self, lam: float, priors: FloatArray) -> FloatArray:
-        """Each type's ridge solution (λI + G_m)⁻¹ (λ prior_m + Σ r x) as an M × d array."""
-        scale = 1.0 / float(STAT_SCALE * WEIGHT_SCALE)
-        a = self.gram * scale
-        i, j = np.diag_indices(self.dim)
-        a[:, i, j] += lam
-        rhs = lam * np.asarray(priors, dtype=np.float64) + self.xr * scale
-        return np.asarray(np.linalg.solve(a, rhs[:, :, None])[:, :, 0], dtype=np.float64)
+        """Each type's ridge solution (``solve_types``) as an M × d array."""
+        return solve_types(self.stats, self.dim, lam, priors)
+
+    @property
+    def whole(self) -> PoolStats:
+        return self
 
 
 class Pool(Protocol):
     """What a pooled policy needs of its shared state: a ``PoolStats``, or the worker's view
-    of one partition's part of a pool that sums several (``replace`` updates both)."""
+    of one partition's part of a pool that sums several (``replace`` and ``apply`` update
+    both; ``whole`` is the sum that is learned against)."""
+
+    @property
+    def whole(self) -> PoolStats: ...
 
     def replace(self, old: Contribution | None, new: Contribution | None) -> None: ...
+
+    def apply(self, delta: PoolDelta) -> None: ...
 
     def thetas(self, lam: float, priors: FloatArray) -> FloatArray: ...

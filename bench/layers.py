@@ -6,7 +6,8 @@ in batches of ``TIPSTREAM_BATCH_MAX``, through the real ``Pipeline`` over a dict
 sinks that only count. Layers, each timed alone over the same events:
 
 - decode: ``schemas.events`` validation of every event's bytes;
-- learn: the serving policy's ``update`` for every reward, in-process;
+- learn: every policy's learning of every reward as the worker does it: the rewards of a
+  batch together, one ``update_many`` per wave and pool view (``streams.worker.learning``);
 - record encode: ``UserRecord.encode`` of every record the pipeline stored (one per changelog
   write);
 - pipeline: the whole ``Pipeline.handle`` (decode, group, join, reward, learn, rows out,
@@ -27,6 +28,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -36,7 +38,8 @@ from bench.worker_throughput import make_events, make_pair
 from schemas.events import TipShown, decode_feedback, decode_shown
 from streams.settings import Settings
 from streams.worker.app import build_policies
-from streams.worker.joiner import FeedbackRow
+from streams.worker.joiner import FeedbackRow, PolicyModels
+from streams.worker.learning import Learner, learn_together
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
@@ -79,6 +82,30 @@ def _per_event_us(seconds: float, events: int) -> float:
     return seconds / events * 1e6
 
 
+def _learn_seconds(settings: Settings, pairs: int, users: int) -> float:
+    """Learn ``pairs`` rewards as the pipeline does, a batch's worth (half of
+    ``batch_max``: a show and a feedback per reward) at a time."""
+    policies = build_policies(settings)
+    shared = {p.name: p.new_shared() for p in policies if p.new_shared() is not None}
+    records = [UserRecord() for _ in range(users)]
+    decoded: list[dict[str, Any]] = [{} for _ in range(users)]
+    per_batch = max(1, settings.batch_max // 2)
+    started = time.perf_counter()
+    for first in range(0, pairs, per_batch):
+        learners: dict[int, PolicyModels] = {}
+        for i in range(first, min(pairs, first + per_batch)):
+            u = i % users
+            models = learners.get(u)
+            if models is None:
+                models = PolicyModels(policies, records[u], shared, decoded[u], later=True)
+                learners[u] = models
+            task = Task(f"t{i}", 1 + i % 4, i % 3 == 0, float(i % 20))
+            models.learn(Moment(i % 24, i % 7), task, 0.5)
+        slots = {u: (None, partition_for(f"user-{u}", settings.partitions)) for u in learners}
+        learn_together(policies, [Learner(str(u), slots[u], m) for u, m in learners.items()])
+    return time.perf_counter() - started
+
+
 async def layers(settings: Settings, pairs: int, users: int) -> dict[str, float]:
     raws = _raw_events(settings, pairs, users)
     n = len(raws)
@@ -102,13 +129,7 @@ async def layers(settings: Settings, pairs: int, users: int) -> dict[str, float]
         record.encode()
     encode_us = (time.perf_counter() - started) / len(records) * 1e6 * store.writes / n
 
-    policy = build_policies(settings)[0]
-    shared, states = policy.new_shared(), [policy.new_user() for _ in range(users)]
-    started = time.perf_counter()
-    for i in range(pairs):
-        task = Task(f"t{i}", 1 + i % 4, i % 3 == 0, float(i % 20))
-        policy.update(states[i % users], shared, Moment(i % 24, i % 7), task, 0.5)
-    learn_us = _per_event_us(time.perf_counter() - started, n)
+    learn_us = _per_event_us(_learn_seconds(settings, pairs, users), n)
     return {
         "pipeline_us_per_event": pipeline_us,
         "pipeline_events_per_s": 1e6 / pipeline_us,

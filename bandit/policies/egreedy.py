@@ -30,6 +30,7 @@ from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design
 from bandit.features import (
     V1_DIM,
     V2_DIM,
+    BlockFeatures,
     features_v1,
     features_v1_many,
     features_v2,
@@ -38,8 +39,6 @@ from bandit.features import (
 from bandit.linear import Ridge, thetas, update_each
 
 __all__ = ["EpsilonGreedyV1", "EpsilonGreedyV2", "LinearEpsilonGreedy"]
-
-BlockFeatures = Callable[[CandidateBlock], FloatArray]
 
 
 class LinearEpsilonGreedy(EpsilonGreedyScores):

@@ -79,16 +79,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bandit.base import FloatArray, Moment, Task
+from bandit.base import CandidateBlock, FloatArray, Moment, Task
 from bandit.explore import EpsilonGreedyScores, decaying_epsilon, design, first_argmax
-from bandit.features import V2_DIM, features_v2, features_v3
-from bandit.linear import Ridge
+from bandit.features import (
+    V2_DIM,
+    BlockFeatures,
+    features_v2,
+    features_v2_many,
+    features_v3,
+    features_v3_many,
+)
+from bandit.linear import Ridge, sse_each, update_each
 from bandit.pool import (
     Contribution,
     IntArray,
     Pool,
+    PoolDelta,
     PoolStats,
+    data_stats,
     quantize_weights,
+    solve_types,
 )
 
 __all__ = [
@@ -147,6 +157,7 @@ class PooledMixPreset:
 
     name: str
     fmap: Callable[[Moment, Task], FloatArray]
+    fmap_many: BlockFeatures  # the same map over a CandidateBlock
     prototypes: Callable[[], FloatArray]
     lam_user: float | tuple[float, ...]
     sigma2: float
@@ -156,8 +167,12 @@ class PooledMixPreset:
 PRESETS: Mapping[str, PooledMixPreset] = {
     p.name: p
     for p in (
-        PooledMixPreset("pooledmix-v1", features_v2, default_prototypes, 4.0, 0.45, 0.1),
-        PooledMixPreset("pooledmix-v3", features_v3, centred_grid, V3_USER_LAMBDA, 0.3, 0.03),
+        PooledMixPreset(
+            "pooledmix-v1", features_v2, features_v2_many, default_prototypes, 4.0, 0.45, 0.1
+        ),
+        PooledMixPreset(
+            "pooledmix-v3", features_v3, features_v3_many, centred_grid, V3_USER_LAMBDA, 0.3, 0.03
+        ),
     )
 }
 
@@ -173,6 +188,7 @@ class PooledMix(EpsilonGreedyScores):
         "c",
         "epsilon_min",
         "fmap",
+        "fmap_many",
         "lam_pool",
         "lam_user",
         "name",
@@ -205,6 +221,7 @@ class PooledMix(EpsilonGreedyScores):
             raise ValueError("need lam_user, lam_pool, sigma2 > 0, c ≥ 0, 0 ≤ epsilon_min ≤ 1")
         self.name = base.name
         self.fmap = base.fmap
+        self.fmap_many = base.fmap_many
         self.prototypes = protos
         self.lam_user = lam if isinstance(lam, float | int) else np.array(lam, dtype=np.float64)
         self.lam_pool = lam_pool
@@ -264,14 +281,74 @@ class PooledMix(EpsilonGreedyScores):
         weighted by the mean of its posteriors, each computed before a reward from the
         user's earlier data against the other users' types (soft EM, exactly-once because
         the pool is a function of the users' states)."""
-        pool = self._need(shared)
-        pool.replace(self.pool_contribution(user), None)  # the others' types, without me
-        post = self.type_posterior(user.ridge, self.type_thetas(pool))
-        n = user.ridge.pulls
-        user.ridge.update(self.fmap(moment, task), reward)
-        user.posterior = (user.posterior * n + post) / (n + 1)
-        user.contribution = None
-        pool.replace(None, self.pool_contribution(user))
+        x = self.fmap(moment, task)[None, :]
+        self._learn([user], self._need(shared), x, np.array([reward], dtype=np.float64))
+
+    def update_many(
+        self,
+        users: Sequence[MixUser],
+        shared: Pool | None,
+        block: CandidateBlock,
+        chosen: IntArray,
+        rewards: FloatArray,
+    ) -> None:
+        """``update`` for distinct users at once, each against the types as they stood at
+        the call (without its own data): what the loop gives when there is one user. With
+        several, a user does not see the others' rewards of the same call in the types it
+        is weighed against; the pool after the call is the loop's, exactly.
+
+        >>> from bandit.base import CandidateBlock
+        >>> pol = PooledMix("pooledmix-v3")
+        >>> tasks = [Task("a", 1, False, 2.0), Task("b", 4, True, 9.0)]
+        >>> one, shared_one = pol.new_user(), pol.new_shared()
+        >>> pol.update(one, shared_one, Moment(9, 2), tasks[1], -0.5)
+        >>> many, shared_many = [pol.new_user()], pol.new_shared()
+        >>> block = CandidateBlock.of([Moment(9, 2)], [tasks])
+        >>> pol.update_many(many, shared_many, block, np.array([1]), np.array([-0.5]))
+        >>> pol.encode_user(one) == pol.encode_user(many[0]), shared_one == shared_many
+        (True, True)
+        """
+        if len({id(u) for u in users}) != len(users):
+            raise ValueError("update_many needs distinct users (one reward each)")
+        if not users:
+            return
+        xs = self.fmap_many(block)[np.arange(block.size), chosen]
+        self._learn(users, self._need(shared), xs, np.asarray(rewards, dtype=np.float64))
+
+    def _learn(
+        self, users: Sequence[MixUser], pool: Pool, xs: FloatArray, rewards: FloatArray
+    ) -> None:
+        """One reward per user (rows of ``xs``, ``rewards``), all against the pool as it is."""
+        n, m = len(users), len(self.prototypes)
+        whole = pool.whole
+        old_w = np.zeros((n, m), dtype=np.int64)
+        old_s = np.zeros((n, whole.stats.shape[1]), dtype=np.int64)
+        old_pulls = np.zeros(n, dtype=np.int64)
+        before = 0
+        for i, user in enumerate(users):
+            old = self.pool_contribution(user)
+            if old is not None:
+                old_w[i], old_s[i], old_pulls[i] = old.weights, old.stats, old.pulls
+                before += 1
+        # Each user's types: the pool without the user's own contribution (exact int64).
+        others = whole.stats[None, :, :] - old_w[:, :, None] * old_s[:, None, :]
+        thetas = solve_types(others, V2_DIM, self.lam_pool, self.prototypes)
+        ridges = [u.ridge for u in users]
+        ll = -sse_each(ridges, thetas) / (2.0 * self.sigma2)
+        w = np.exp(ll - ll.max(axis=1, keepdims=True))
+        post = w / w.sum(axis=1, keepdims=True)
+        seen = np.array([r.pulls for r in ridges], dtype=np.float64)[:, None]
+        update_each(ridges, xs, rewards)
+        posteriors = (np.stack([u.posterior for u in users]) * seen + post) / (seen + 1.0)
+        new_w = quantize_weights(posteriors)
+        new_s = data_stats(ridges)
+        new_pulls = np.array([r.pulls for r in ridges], dtype=np.int64)
+        for i, user in enumerate(users):
+            user.posterior = posteriors[i].copy()
+            user.contribution = Contribution(new_w[i].copy(), new_s[i].copy(), user.ridge.pulls)
+        pulls = ((new_w > 0) * new_pulls[:, None]).sum(axis=0)
+        pulls -= ((old_w > 0) * old_pulls[:, None]).sum(axis=0)
+        pool.apply(PoolDelta(new_w.T @ new_s - old_w.T @ old_s, pulls, n - before))
 
     def encode_user(self, user: MixUser) -> bytes:
         return user.ridge.encode() + user.posterior.astype("<f8").tobytes()

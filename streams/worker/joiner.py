@@ -36,6 +36,7 @@ __all__ = [
     "LEGACY",
     "FeedbackRow",
     "Joiner",
+    "Lesson",
     "PolicyModels",
     "UserResult",
 ]
@@ -70,16 +71,30 @@ class UserResult:
     outcomes: list[str] = field(default_factory=list)  # one label per event or expiry
     reward_latencies_ms: list[int] = field(default_factory=list)
     changed: bool = False
+    # With ``learn_later``: the user's models, whose lessons the caller learns (with other
+    # users', ``streams.worker.learning``) and then flushes into the record.
+    models: PolicyModels | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lesson:
+    """One reward to learn: the moment and task it was shown for."""
+
+    moment: Moment
+    task: Task
+    reward: float
 
 
 class PolicyModels:
     """The user's per-policy states: decoded lazily, encoded back once per batch.
 
     ``decoded`` may be kept by the caller between batches (a hot cache), so that a busy
-    user's models are not decoded again for every batch.
+    user's models are not decoded again for every batch. With ``later``, ``learn`` keeps
+    the lesson in ``lessons`` (the states decoded at once, so a bad one fails here) for the
+    caller to learn together with other users'.
     """
 
-    __slots__ = ("_decoded", "_dirty", "_policies", "_record", "_shared")
+    __slots__ = ("_decoded", "_dirty", "_later", "_policies", "_record", "_shared", "lessons")
 
     def __init__(
         self,
@@ -87,12 +102,20 @@ class PolicyModels:
         record: UserRecord,
         shared: Mapping[str, Any],
         decoded: dict[str, Any] | None = None,
+        later: bool = False,
     ) -> None:
         self._policies = policies
         self._record = record
         self._shared = shared
         self._decoded = decoded if decoded is not None else {}
         self._dirty = False
+        self._later = later
+        self.lessons: list[Lesson] = []
+
+    @property
+    def shared(self) -> Mapping[str, Any]:
+        """Each pooled policy's shared state (view), by policy name."""
+        return self._shared
 
     def state(self, policy: Policy) -> Any:
         found = self._decoded.get(policy.name)
@@ -103,6 +126,11 @@ class PolicyModels:
 
     def learn(self, moment: Moment, task: Task, reward: float) -> None:
         self._dirty = True
+        if self._later:
+            for policy in self._policies:
+                self.state(policy)
+            self.lessons.append(Lesson(moment, task, reward))
+            return
         for policy in self._policies:
             policy.update(self.state(policy), self._shared.get(policy.name), moment, task, reward)
 
@@ -140,9 +168,15 @@ class Joiner:
         shared: Mapping[str, Any],
         *,
         decoded_models: dict[str, Any] | None = None,
+        learn_later: bool = False,
     ) -> UserResult:
-        """Apply ``(event, record_timestamp_ms)`` pairs, then expire what is overdue."""
-        models = PolicyModels(self.policies, record, shared, decoded_models)
+        """Apply ``(event, record_timestamp_ms)`` pairs, then expire what is overdue.
+
+        With ``learn_later`` the rewards are not learned yet: ``result.models`` holds them
+        (``PolicyModels.lessons``), and the caller learns them and flushes the models. The
+        join never reads what was learned, so learning after it changes nothing else.
+        """
+        models = PolicyModels(self.policies, record, shared, decoded_models, learn_later)
         user = _UserPass(record, user_id, models, UserResult(), stream_time_ms)
         for event, timestamp_ms in events:
             if isinstance(event, TipShown):
@@ -150,7 +184,10 @@ class Joiner:
             else:
                 self._on_feedback(user, event, timestamp_ms)
         self._expire(user)
-        models.flush()
+        if learn_later:
+            user.result.models = models
+        else:
+            models.flush()
         return user.result
 
     # -- shows -------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from typing import Any, Protocol
 from bandit.base import Policy
 from schemas.events import DecodeError, TipFeedback, TipShown, decode_feedback, decode_shown
 from streams.settings import Settings
-from streams.worker.joiner import FeedbackRow, Joiner
+from streams.worker.joiner import FeedbackRow, Joiner, PolicyModels
+from streams.worker.learning import Learner, learn_together
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pools import Pools
@@ -128,6 +129,18 @@ class _Group:
     partition: int
     events: list[tuple[TipShown | TipFeedback, int]]
     raws: list[RawEvent]
+
+
+@dataclass(slots=True)
+class _Joined:
+    """A user after the join: what to store (None: nothing changed), its rows, its models
+    with the lessons still to learn, and how many feedbacks it learns from."""
+
+    group: _Group
+    changed: tuple[UserRecord, dict[str, Any], set[str], bool] | None
+    rows: list[FeedbackRow]
+    models: PolicyModels
+    applied: int
 
 
 class Pipeline:
@@ -279,8 +292,7 @@ class Pipeline:
             group.raws.append(raw)
         self._add_due_expiries(groups)
 
-        records: dict[str, tuple[UserRecord, dict[str, Any], set[str], bool]] = {}
-        rows: list[FeedbackRow] = []
+        joined: dict[str, _Joined] = {}
         broken: set[int] = set()
         outcomes: Counter[tuple[str, str]] = Counter()  # counted into the metric once
         for done, (key, group) in enumerate(groups.items(), 1):
@@ -289,31 +301,27 @@ class Pipeline:
                 # a lone worker busy with one batch must never be taken for dead.
                 await asyncio.sleep(0)
             try:
-                changed, user_rows = self._process_group(key, group, outcomes)
+                joined[key] = self._join_group(key, group, outcomes)
             except Exception as exc:  # a bug must not stop the stream or lose the events
-                log.exception(
-                    "processing user %r failed; dead-lettering its events",
-                    key,
-                    extra={"user_id": group.user_id, "run_id": group.run_id},
-                )
-                self._forget_hot(key)  # its cached record may be half-updated
-                broken.add(group.partition)  # and so may its share of the pools
-                letters += [
-                    DeadLetter(
-                        raw,
-                        "internal_error",
-                        repr(exc),
-                        group.user_id,
-                        event.event_id,
-                        event.run_id,
-                    )
-                    for raw, (event, _) in zip(group.raws, group.events, strict=True)
-                ]
-                continue
-            if changed is not None:
-                records[key] = changed
-            if group.run_id is None:
-                rows += user_rows  # simulated traffic never writes tip_feedback
+                letters += self._fail_group(key, group, exc, broken)
+        learners = [
+            Learner(key, (j.group.run_id, j.group.partition), j.models)
+            for key, j in joined.items()
+            if j.models.lessons
+        ]
+        for key, error in learn_together(self.policies, learners).items():
+            letters += self._fail_group(key, joined.pop(key).group, error, broken)
+
+        records: dict[str, tuple[UserRecord, dict[str, Any], set[str], bool]] = {}
+        rows: list[FeedbackRow] = []
+        for key, j in joined.items():
+            j.models.flush()
+            if j.group.run_id is not None and j.applied:
+                self.pools.count_applied(j.group.run_id, j.group.partition, j.applied)
+            if j.changed is not None:
+                records[key] = j.changed
+            if j.group.run_id is None:
+                rows += j.rows  # simulated traffic never writes tip_feedback
 
         await self.rows.write(rows, shows)
         for key, (record, models, stored, replayed) in records.items():
@@ -441,9 +449,27 @@ class Pipeline:
         if hot is not None:
             self._hot_bytes -= hot.size
 
-    def _process_group(
-        self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]
-    ) -> tuple[tuple[UserRecord, dict[str, Any], set[str], bool] | None, list[FeedbackRow]]:
+    def _fail_group(
+        self, key: str, group: _Group, exc: Exception, broken: set[int]
+    ) -> list[DeadLetter]:
+        """Dead-letter a user's events after a bug, keeping its stored record as it was."""
+        log.error(
+            "processing user %r failed; dead-lettering its events",
+            key,
+            exc_info=exc,
+            extra={"user_id": group.user_id, "run_id": group.run_id},
+        )
+        self._forget_hot(key)  # its cached record may be half-updated
+        broken.add(group.partition)  # and so may its share of the pools
+        return [
+            DeadLetter(
+                raw, "internal_error", repr(exc), group.user_id, event.event_id, event.run_id
+            )
+            for raw, (event, _) in zip(group.raws, group.events, strict=True)
+        ]
+
+    def _join_group(self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]) -> _Joined:
+        """Join the user's events; its rewards are learned after, with the batch's others."""
         record, models = self._load(key)
         stored = set(record.settled)  # the guards already written: those may move to a chunk
         before = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
@@ -455,9 +481,9 @@ class Pipeline:
             self._stream_time_ms.get(group.partition, 0),
             self.pools.views(group.run_id, group.partition),
             decoded_models=models,
+            learn_later=True,
         )
-        if group.run_id is not None and record.pulls != pulls:
-            self.pools.count_applied(group.run_id, group.partition, record.pulls - pulls)
+        assert result.models is not None  # learn_later
         source = "sim" if group.run_id is not None else "prod"
         for outcome in result.outcomes:
             outcomes[source, outcome] += 1
@@ -471,9 +497,8 @@ class Pipeline:
         )
         self._schedule(group.partition, key, record.next_deadline_ms())
         replayed = not REPLAYED_OUTCOMES.isdisjoint(result.outcomes)
-        if not result.changed and not replayed:
-            return None, result.rows
-        return (record, models, stored, replayed), result.rows
+        changed = (record, models, stored, replayed) if result.changed or replayed else None
+        return _Joined(group, changed, result.rows, result.models, record.pulls - pulls)
 
     def _schedule(self, partition: int, key: str, deadline: int | None) -> None:
         """Have the user processed by stream time ``deadline``. An earlier entry already in

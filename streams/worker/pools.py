@@ -50,8 +50,15 @@ class PoolView:
     def replace(self, old: Contribution | None, new: Contribution | None) -> None:
         delta = PoolDelta.between(old, new)  # computed once for both sums
         if delta is not None:
-            self.part.apply(delta)
-            self.total.apply(delta)
+            self.apply(delta)
+
+    def apply(self, delta: PoolDelta) -> None:
+        self.part.apply(delta)
+        self.total.apply(delta)
+
+    @property
+    def whole(self) -> PoolStats:
+        return self.total
 
     def thetas(self, lam: float, priors: FloatArray) -> FloatArray:
         return self.total.thetas(lam, priors)

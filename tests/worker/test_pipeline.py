@@ -236,6 +236,57 @@ async def test_a_failing_user_leaves_the_pool_as_the_records_say() -> None:
     assert p.pools.total(p.pools.pooled[1], None).pulls.tolist() == [57]  # 19 × 3 learned
 
 
+async def test_a_failing_learning_step_dead_letters_only_the_users_of_that_call() -> None:
+    """The batch's rewards are learned together (one call per pool view for a pooled
+    policy). A bug in one call dead-letters its users' events and keeps their records and
+    the pools as stored; users learned in other calls are written as usual."""
+    store: dict[str, bytes] = {}
+    p = pooled_pipeline(store)
+    await p.handle(pooled_traffic(10))
+    bad = partition_for("user-3", SETTINGS.partitions)
+    victims = {f"user-{u}" for u in range(10) if partition_for(f"user-{u}", 8) == bad}
+    assert 0 < len(victims) < 10
+    mix = p.policies[0]
+    learn = mix.update_many
+
+    def exploding(users: Any, shared: Any, *args: Any) -> None:
+        learn(users, shared, *args)  # the pool moved...
+        if shared.part is p.pools.view(mix, None, bad).part:
+            raise RuntimeError("boom")  # ...and then a bug
+
+    mix.update_many = exploding  # type: ignore[method-assign]
+    kept = {key: store[key] for key in victims}
+    await p.handle(pooled_traffic(10, start=1000, tips="def"))
+    letters = p.dead_letters.letters  # type: ignore[attr-defined]
+    assert {d.user_id for d in letters} == victims
+    assert {d.code for d in letters} == {"internal_error"}
+    assert len(letters) == 6 * len(victims)  # every event of theirs, none lost
+    assert {key: store[key] for key in victims} == kept
+    assert not victims & set(p._hot)
+    others = [f"user-{u}" for u in range(10) if f"user-{u}" not in victims]
+    assert all(UserRecord.decode(store[key]).pulls == 6 for key in others)
+    assert {r.user_id for r in p.rows.rows[-3 * len(others) :]} == set(others)  # type: ignore[attr-defined]
+    p.ensure_indexed(set(range(SETTINGS.partitions)))  # the broken partition is rebuilt
+    fresh = pooled_pipeline(dict(store))
+    fresh.ensure_indexed(set(range(SETTINGS.partitions)))
+    for pol in p.pools.pooled:
+        assert p.pools.total(pol, None) == fresh.pools.total(pol, None)
+
+
+async def test_a_batch_learns_each_users_rewards_in_order_as_one_at_a_time_would() -> None:
+    """Alone in its batches, a user ends byte-identical to learning one reward per batch."""
+    together: dict[str, bytes] = {}
+    await pooled_pipeline(together).handle(pooled_traffic(1))
+    apart: dict[str, bytes] = {}
+    p = pooled_pipeline(apart)
+    for event in pooled_traffic(1):
+        await p.handle([event])
+    assert (
+        UserRecord.decode(together["user-0"]).policy_blobs
+        == UserRecord.decode(apart["user-0"]).policy_blobs
+    )
+
+
 async def test_pooled_priors_stored_by_earlier_versions_are_deleted() -> None:
     partition = partition_for("user-0", SETTINGS.partitions)
     legacy = f"\x1epooledmix-v3\x1f\x1f{partition}"

@@ -1,0 +1,81 @@
+"""The worker's learner: a batch's rewards learned together, vectorised across its users.
+
+The join (``streams.worker.joiner``, ``learn_later``) leaves each user's rewards as lessons.
+They are learned here in waves: wave k holds the k-th lesson of every user that has one, so
+each user's own rewards are learned in order, and a wave is one ``Policy.update_many`` per
+policy (per pool for a pooled policy: the users of one run and partition share a view).
+numpy then does the arithmetic for the whole wave, where one update per reward spent most
+of its time in Python and in numpy's per-call overhead (the default policy's update was 42%
+of the worker's time, BENCHMARKS.md).
+
+What it changes: a pooled policy weighs each user of a wave against the pooled types as
+they stood at the wave's start, not after the other users' rewards of the same wave
+(``PooledMix.update_many``). A user learning alone (the simulator at concurrency 1) gets
+exactly what one update at a time gives; the pool is always the exact sum of the records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bandit.base import CandidateBlock, Policy
+from streams.worker.joiner import PolicyModels
+
+__all__ = ["Learner", "learn_together"]
+
+_Slot = tuple[str | None, int]  # (run id, partition): the users that share pool views
+
+
+@dataclass(frozen=True, slots=True)
+class Learner:
+    """One user of a batch with lessons to learn."""
+
+    key: str
+    slot: _Slot
+    models: PolicyModels
+
+
+def learn_together(policies: Sequence[Policy], learners: Sequence[Learner]) -> dict[str, Exception]:
+    """Learn every learner's lessons, in waves; the keys whose learning raised, with why.
+
+    A call that raises fails all its users (their states may be half-updated): the caller
+    must not store them, and must rebuild the pools of their partitions from the records.
+    Their later waves are skipped; the other users go on.
+    """
+    failed: dict[str, Exception] = {}
+    waves = max((len(learner.models.lessons) for learner in learners), default=0)
+    for k in range(waves):
+        wave = [x for x in learners if len(x.models.lessons) > k and x.key not in failed]
+        for policy in policies:
+            for members in _calls(policy, wave):
+                try:
+                    _update(policy, members, k)
+                except Exception as exc:  # a bug: dead-letter these users, keep the rest
+                    failed.update(dict.fromkeys((m.key for m in members), exc))
+            wave = [x for x in wave if x.key not in failed]
+    return failed
+
+
+def _calls(policy: Policy, wave: list[Learner]) -> list[list[Learner]]:
+    """The wave's users per call: one call, or one per pool view for a pooled policy."""
+    if not wave or policy.name not in wave[0].models.shared:
+        return [wave] if wave else []
+    groups: dict[_Slot, list[Learner]] = {}
+    for learner in wave:
+        groups.setdefault(learner.slot, []).append(learner)
+    return list(groups.values())
+
+
+def _update(policy: Policy, members: list[Learner], k: int) -> None:
+    lessons = [m.models.lessons[k] for m in members]
+    block = CandidateBlock.of([x.moment for x in lessons], [[x.task] for x in lessons])
+    policy.update_many(
+        [m.models.state(policy) for m in members],
+        members[0].models.shared.get(policy.name),
+        block,
+        np.zeros(len(members), dtype=np.int64),
+        np.array([x.reward for x in lessons], dtype=np.float64),
+    )
