@@ -12,7 +12,14 @@ import pytest
 
 from bandit.base import CandidateBlock, ChoiceDraws, Choices, Moment, Policy, Task, choice_rng
 from bandit.explore import ExplorationFloor
-from bandit.features import features_v1, features_v1_many, features_v2, features_v2_many
+from bandit.features import (
+    features_v1,
+    features_v1_many,
+    features_v2,
+    features_v2_many,
+    features_v3,
+    features_v3_many,
+)
 from bandit.linear import RESYNC_EVERY
 from bandit.policies.baselines import OraclePolicy, RandomPolicy
 from bandit.policies.egreedy import EpsilonGreedyV1, EpsilonGreedyV2
@@ -34,7 +41,12 @@ def _every_kind_of_candidate() -> CandidateBlock:
 
 
 @pytest.mark.parametrize(
-    ("many", "one"), [(features_v1_many, features_v1), (features_v2_many, features_v2)]
+    ("many", "one"),
+    [
+        (features_v1_many, features_v1),
+        (features_v2_many, features_v2),
+        (features_v3_many, features_v3),
+    ],
 )
 def test_block_feature_maps_equal_the_scalar_maps(many: Any, one: Any) -> None:
     block = _every_kind_of_candidate()
