@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import logging
 import os
 import sys
@@ -92,6 +93,20 @@ def claim_data_dir(settings: Settings) -> int:
     return fd
 
 
+# The collector's thresholds for the worker (Python's defaults: 700, 10, 10). A batch
+# allocates tens of thousands of short-lived objects, so at 700 the collector ran 2,400 times
+# per 80,000 events, 19 of them over the whole heap of cached records: 30% of the pipeline's
+# time in memory (bench.layers' events over 20,000 users), 5% with these.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Collect less often, and never walk what start-up built (modules, the faust app):
+    ``gc.freeze`` moves it out of the collector's generations for good."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create missing topics and database tables; refuse if the input topics differ."""
@@ -145,6 +160,7 @@ def worker(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     claim_data_dir(settings)  # its descriptor stays open, so the lock is held until we exit
+    tune_gc()
     tipstream.metrics.watch_gc()  # this process is the worker's: time its collector's pauses
     json_logs = settings.log_format == "json"
     process = BoundedStopWorker(

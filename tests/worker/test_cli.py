@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import typer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.cli.worker import claim_data_dir
+from streams.cli.worker import GC_THRESHOLDS, claim_data_dir, tune_gc
 from streams.dev.worker_process import WorkerProcess, free_port
 from streams.settings import Settings
 from tests.processes import run_module
@@ -87,3 +88,15 @@ def test_the_data_dir_lock_is_one_per_app_id(settings: Settings, tmp_path: Path)
     finally:
         os.close(held)
     os.close(claim_data_dir(here))  # free again once the holder closed it
+
+
+def test_the_worker_freezes_start_up_and_collects_less_often() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's way
+        gc.collect()  # still collects what is made after
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
