@@ -36,6 +36,7 @@ from bandit.base import Moment, Task
 from bench.report import print_figures
 from bench.worker_throughput import make_events, make_pair
 from schemas.events import TipShown, decode_feedback, decode_shown
+from streams.cli.worker import tune_gc
 from streams.settings import Settings
 from streams.worker.app import build_policies
 from streams.worker.joiner import FeedbackRow, PolicyModels
@@ -206,6 +207,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=2_000)
     args = parser.parse_args()
     settings = Settings() if args.policy is None else Settings(policy=args.policy)
+    tune_gc()  # the collector as the worker runs it
     figures = {
         **asyncio.run(layers(settings, args.pairs, args.users)),
         **asyncio.run(week_of_tips(settings)),

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -25,13 +26,64 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["WorkerMetrics"]
+__all__ = ["BatchHistogram", "WorkerMetrics"]
 
 _LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86_400)
 _SCORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class BatchHistogram(Collector):
+    """A histogram without labels that takes a batch's values in one numpy call.
+
+    prometheus_client's ``Histogram.observe`` costs a few µs a value (a lock and a bucket
+    search per call); per event that was 5% of the worker's time. Exposed exactly as a
+    Histogram is (``_bucket{le}``, ``_count``, ``_sum``).
+
+    >>> registry = CollectorRegistry()
+    >>> lag = BatchHistogram("lag_seconds", "Lag.", (0.1, 1.0), registry)
+    >>> lag.observe_many([0.05, 0.1, 0.5, 7.0])
+    >>> value = registry.get_sample_value
+    >>> [value("lag_seconds_bucket", {"le": le}) for le in ("0.1", "1.0", "+Inf")]
+    [2.0, 3.0, 4.0]
+    >>> value("lag_seconds_sum"), value("lag_seconds_count")
+    (7.65, 4.0)
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = np.array(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: above them all
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: Sequence[float] | np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        if v.size:
+            # A value equal to a bound belongs to it (``le``): the first bound ≥ the value.
+            index = np.searchsorted(self._bounds, v, side="left")
+            self._counts += np.bincount(index, minlength=self._counts.size)
+            self._sum += float(v.sum())
+
+    def observe(self, value: float) -> None:
+        self.observe_many([value])
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = np.cumsum(self._counts).astype(np.float64).tolist()
+        les = [str(float(b)) for b in self._bounds.tolist()] + ["+Inf"]
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=list(zip(les, cumulative, strict=True)),
+            sum_value=self._sum,
+        )
 
 
 class WorkerMetrics:
@@ -81,17 +133,17 @@ class WorkerMetrics:
         self.shows_waiting = Gauge(
             "tipstream_shows_waiting", "Shows waiting for their feedback.", registry=r
         )
-        self.reward_latency = Histogram(
+        self.reward_latency = BatchHistogram(
             "tipstream_reward_latency_seconds",
             "occurredAt − servedAt of learned feedback.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
+            r,
         )
-        self.processing_lag = Histogram(
+        self.processing_lag = BatchHistogram(
             "tipstream_processing_lag_seconds",
             "Now − Kafka record time, when processed.",
-            buckets=_LAG_BUCKETS,
-            registry=r,
+            _LAG_BUCKETS,
+            r,
         )
         self.batch_size = Histogram(
             "tipstream_batch_events",

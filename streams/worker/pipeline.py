@@ -24,6 +24,8 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from bandit.base import Policy
 from schemas.events import DecodeError, TipFeedback, TipShown, decode_feedback, decode_shown
 from streams.settings import Settings
@@ -134,13 +136,14 @@ class _Group:
 @dataclass(slots=True)
 class _Joined:
     """A user after the join: what to store (None: nothing changed), its rows, its models
-    with the lessons still to learn, and how many feedbacks it learns from."""
+    with the lessons still to learn, how many feedbacks it learns from and their latencies."""
 
     group: _Group
     changed: tuple[UserRecord, dict[str, Any], set[str], bool] | None
     rows: list[FeedbackRow]
     models: PolicyModels
     applied: int
+    reward_latencies_ms: list[int]
 
 
 class Pipeline:
@@ -268,8 +271,9 @@ class Pipeline:
         shows: list[TipShown] = []  # production shows, logged for off-policy evaluation
         groups: dict[str, _Group] = {}
         self.ensure_indexed({raw.partition for raw in batch})
+        times = np.fromiter((raw.timestamp_ms for raw in batch), dtype=np.float64, count=len(batch))
+        self.metrics.processing_lag.observe_many(np.maximum(0.0, (now_ms - times) / 1000))
         for raw in batch:
-            self.metrics.processing_lag.observe(max(0.0, (now_ms - raw.timestamp_ms) / 1000))
             stream_time = self._stream_time_ms.get(raw.partition, 0)
             self._stream_time_ms[raw.partition] = max(stream_time, raw.timestamp_ms)
             decoded = self._decode(raw)
@@ -314,14 +318,18 @@ class Pipeline:
 
         records: dict[str, tuple[UserRecord, dict[str, Any], set[str], bool]] = {}
         rows: list[FeedbackRow] = []
+        latencies_ms: list[int] = []
         for key, j in joined.items():
             j.models.flush()
+            latencies_ms += j.reward_latencies_ms
             if j.group.run_id is not None and j.applied:
                 self.pools.count_applied(j.group.run_id, j.group.partition, j.applied)
             if j.changed is not None:
                 records[key] = j.changed
             if j.group.run_id is None:
                 rows += j.rows  # simulated traffic never writes tip_feedback
+        latencies = np.array(latencies_ms, dtype=np.float64)
+        self.metrics.reward_latency.observe_many(np.maximum(0.0, latencies / 1000))
 
         await self.rows.write(rows, shows)
         for key, (record, models, stored, replayed) in records.items():
@@ -487,8 +495,6 @@ class Pipeline:
         source = "sim" if group.run_id is not None else "prod"
         for outcome in result.outcomes:
             outcomes[source, outcome] += 1
-        for latency_ms in result.reward_latencies_ms:
-            self.metrics.reward_latency.observe(max(0.0, latency_ms / 1000))
         after = (len(record.pending_shows), sum(len(w) for w in record.pending_feedback.values()))
         shows, feedback = self._waiting.get(group.partition, (0, 0))
         self._waiting[group.partition] = (
@@ -498,7 +504,14 @@ class Pipeline:
         self._schedule(group.partition, key, record.next_deadline_ms())
         replayed = not REPLAYED_OUTCOMES.isdisjoint(result.outcomes)
         changed = (record, models, stored, replayed) if result.changed or replayed else None
-        return _Joined(group, changed, result.rows, result.models, record.pulls - pulls)
+        return _Joined(
+            group,
+            changed,
+            result.rows,
+            result.models,
+            record.pulls - pulls,
+            result.reward_latencies_ms,
+        )
 
     def _schedule(self, partition: int, key: str, deadline: int | None) -> None:
         """Have the user processed by stream time ``deadline``. An earlier entry already in
