@@ -205,9 +205,15 @@ def main() -> int:
     parser.add_argument("--policy", default=None, help="serving policy (default: the setting)")
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's own collector settings (default: the worker's, tune_gc)",
+    )
     args = parser.parse_args()
     settings = Settings() if args.policy is None else Settings(policy=args.policy)
-    tune_gc()  # the collector as the worker runs it
+    if not args.python_gc:
+        tune_gc()
     figures = {
         **asyncio.run(layers(settings, args.pairs, args.users)),
         **asyncio.run(week_of_tips(settings)),
