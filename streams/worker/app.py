@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "user-state"
 MIN_UPDATES_TIMEOUT_S = 10.0
+# A batch slower than this is logged with its steps' times (p99 latency's target is 100 ms).
+SLOW_BATCH_S = 0.25
 
 
 class StateTable(faust.Table[str, bytes]):
@@ -254,10 +256,12 @@ class Worker:
                     messages = await worker.batches.take()
                     await app.flow_control.acquire()  # no work while a rebalance is under way
                     # The changelog keeps up: at most one batch of its writes waits.
+                    waiting = time.perf_counter()
                     await changelog_within(app.producer.buffer, worker.settings.batch_max)
+                    waited_s = time.perf_counter() - waiting
                     # Hold every cancellation (a stop) until the batch's rows and state are
                     # written and its offsets acked, then honour it.
-                    await _uncancellable(worker.process_messages(messages))
+                    await _uncancellable(worker.process_messages(messages, waited_s))
             finally:
                 await worker.sink.stop()
 
@@ -359,30 +363,43 @@ class Worker:
         if unknown:
             self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
 
-    async def process_messages(self, messages: list[Message]) -> None:
-        """Process a batch of fetched messages, then ack each (through the ack gate)."""
+    async def process_messages(self, messages: list[Message], waited_s: float = 0.0) -> None:
+        """Process a batch of fetched messages, then ack each (through the ack gate);
+        ``waited_s``: how long the batch waited for the changelog to keep up."""
         generation = self.app.consumer_generation_id
         # Fetched before a rebalance: not ours to process now (faust reads them again).
         current = [m for m in messages if m.generation_id == generation]
         if not current:
             return
-        await self.process_batch([_raw(m) for m in current])
+        await self.process_batch([_raw(m) for m in current], waited_s)
         ack = self.app.consumer.ack
         for message in current:
             ack(message)
 
-    async def process_batch(self, batch: list[RawEvent]) -> None:
+    async def process_batch(self, batch: list[RawEvent], waited_s: float = 0.0) -> None:
         await self._learn_log_starts(batch)
         # Each partition in order: what lies beyond a hole waits for the re-read.
         admitted = self.ack_gate.admit(batch)
         started = time.perf_counter()
         await self.pipeline.handle(admitted)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._report_steps(len(admitted), waited_s)
         # Only now may faust commit these offsets (see streams/ackgate.py).
         self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
         if self._batch_done is not None:  # wake the requests waiting for updates
             self._batch_done.set()
             self._batch_done = None
+
+    def _report_steps(self, events: int, waited_s: float) -> None:
+        """Each step's wall time into ``tipstream_batch_step_seconds``; a warning with the
+        breakdown when the batch took longer than ``SLOW_BATCH_S`` (a latency's p99)."""
+        seconds = {"changelog_wait": waited_s, **self.pipeline.steps.seconds}
+        for step, spent in seconds.items():
+            self.metrics.batch_step_seconds.labels(step).observe(spent)
+        total = sum(seconds.values())
+        if total > SLOW_BATCH_S:
+            parts = ", ".join(f"{step} {1000 * spent:.0f}" for step, spent in seconds.items())
+            log.warning("slow batch: %d events in %.0f ms (%s)", events, 1000 * total, parts)
 
     async def _next_batch(self, timeout_s: float) -> None:
         """Return after the next batch is processed, or after ``timeout_s``."""

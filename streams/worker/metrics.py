@@ -91,6 +91,7 @@ class WorkerMetrics:
         "active_partitions",
         "batch_seconds",
         "batch_size",
+        "batch_step_seconds",
         "database_up",
         "deadlettered",
         "events",
@@ -154,6 +155,14 @@ class WorkerMetrics:
         self.batch_seconds = Histogram(
             "tipstream_batch_seconds",
             "Time to process one batch: decode, join, learn, rows, state (the loop is busy).",
+            buckets=_PAUSE_BUCKETS,
+            registry=r,
+        )
+        self.batch_step_seconds = Histogram(
+            "tipstream_batch_step_seconds",
+            "Wall time of each step of a batch: changelog_wait (before it), decode, join, "
+            "learn, rows, store, dead_letters.",
+            ["step"],
             buckets=_PAUSE_BUCKETS,
             registry=r,
         )

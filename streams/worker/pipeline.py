@@ -46,7 +46,7 @@ from streams.worker.state import (
     user_state,
 )
 
-__all__ = ["DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
+__all__ = ["BatchSteps", "DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,32 @@ class _Group:
     raws: list[RawEvent]
 
 
+class BatchSteps:
+    """Wall seconds of a batch's steps (the other tasks that run while one awaits count
+    towards it): what a slow batch's warning and ``tipstream_batch_step_seconds`` show.
+
+    >>> steps = BatchSteps()
+    >>> steps.mark("decode"); steps.mark("join"); steps.mark("decode")
+    >>> sorted(steps.seconds), steps.total() >= 0
+    (['decode', 'join'], True)
+    """
+
+    __slots__ = ("_last", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        """The time since the last mark goes to ``step`` (added, if it ran before)."""
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
 @dataclass(slots=True)
 class _Joined:
     """A user after the join: what to store (None: nothing changed), its rows, its models
@@ -184,6 +210,7 @@ class Pipeline:
         self._hot: OrderedDict[str, _Hot] = OrderedDict()  # least recently used first
         self._hot_bytes = 0
         self._hot_max_bytes = round(settings.hot_cache_mb * 2**20)
+        self.steps = BatchSteps()  # the last batch's
 
     # -- partitions --------------------------------------------------------------------
 
@@ -266,6 +293,7 @@ class Pipeline:
 
     async def handle(self, batch: Sequence[RawEvent]) -> None:
         self.metrics.batch_size.observe(len(batch))
+        steps = self.steps = BatchSteps()
         now_ms = self._wall_clock_ms()
         letters: list[DeadLetter] = []
         shows: list[TipShown] = []  # production shows, logged for off-policy evaluation
@@ -295,6 +323,7 @@ class Pipeline:
             group.events.append((decoded, raw.timestamp_ms))
             group.raws.append(raw)
         self._add_due_expiries(groups)
+        steps.mark("decode")
 
         joined: dict[str, _Joined] = {}
         broken: set[int] = set()
@@ -308,6 +337,7 @@ class Pipeline:
                 joined[key] = self._join_group(key, group, outcomes)
             except Exception as exc:  # a bug must not stop the stream or lose the events
                 letters += self._fail_group(key, group, exc, broken)
+        steps.mark("join")
         learners = [
             Learner(key, (j.group.run_id, j.group.partition), j.models)
             for key, j in joined.items()
@@ -315,6 +345,7 @@ class Pipeline:
         ]
         for key, error in learn_together(self.policies, learners).items():
             letters += self._fail_group(key, joined.pop(key).group, error, broken)
+        steps.mark("learn")
 
         records: dict[str, tuple[UserRecord, dict[str, Any], set[str], bool]] = {}
         rows: list[FeedbackRow] = []
@@ -331,7 +362,9 @@ class Pipeline:
         latencies = np.array(latencies_ms, dtype=np.float64)
         self.metrics.reward_latency.observe_many(np.maximum(0.0, latencies / 1000))
 
+        steps.mark("learn")  # the learned models encoded into their records
         await self.rows.write(rows, shows)
+        steps.mark("rows")
         for key, (record, models, stored, replayed) in records.items():
             if replayed:
                 self._write_again(key, record)
@@ -343,6 +376,7 @@ class Pipeline:
             for number in gone:  # after it
                 self.store.pop(chunk_key(key, number), None)
             self._remember(key, blob, record, models)
+        steps.mark("store")
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
         for (source, outcome), n in outcomes.items():
@@ -360,6 +394,7 @@ class Pipeline:
             )
             await self.dead_letters.send(letter)
         self._publish_waiting()
+        steps.mark("dead_letters")
 
     def _decode(self, raw: RawEvent) -> TipShown | TipFeedback | DeadLetter:
         if raw.topic == self.settings.topic_shown:
