@@ -78,12 +78,21 @@ async def _probe(
 
 
 def _stalls(metrics_text: str, threshold_s: float = 0.05) -> dict[str, float]:
-    """Batches and GC pauses above ``threshold_s``, and the bucket bound of the longest."""
-    counts: dict[str, dict[float, float]] = {"batch": {}, "gc": {}}
-    names = {"tipstream_batch_seconds_bucket": "batch", "tipstream_gc_pause_seconds_bucket": "gc"}
+    """Batches, each step of a batch, GC pauses and events' processing lags above
+    ``threshold_s``, and the bucket bound of the longest of each."""
+    counts: dict[str, dict[float, float]] = {"batch": {}, "gc": {}, "lag": {}}
+    names = {
+        "tipstream_batch_seconds_bucket": "batch",
+        "tipstream_gc_pause_seconds_bucket": "gc",
+        # Kafka record time to processing: a wait before the worker reads an event shows here.
+        "tipstream_processing_lag_seconds_bucket": "lag",
+    }
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
             kind = names.get(sample.name)
+            if sample.name == "tipstream_batch_step_seconds_bucket":
+                kind = f"step_{sample.labels['step']}"
+                counts.setdefault(kind, {})
             if kind is not None:  # cumulative buckets, summed over GC generations
                 bound = float(sample.labels["le"])
                 counts[kind][bound] = counts[kind].get(bound, 0.0) + sample.value
