@@ -24,7 +24,14 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import Message
 from mode import Service
 
-__all__ = ["BatchConsumer", "BatchTransport", "FetchedBatches", "WorkerApp"]
+__all__ = [
+    "FETCH_MAX_WAIT_MS",
+    "BatchConsumer",
+    "BatchConsumerThread",
+    "BatchTransport",
+    "FetchedBatches",
+    "WorkerApp",
+]
 
 
 class FetchedBatches:
@@ -74,6 +81,24 @@ class FetchedBatches:
         return dropped
 
 
+# How long the broker may hold a fetch that finds no new data (faust hard-codes 1,500 ms).
+# aiokafka keeps one fetch in flight per broker and leaves out of it every partition whose
+# records still wait in its buffer. While the pipeline works through a fetch, the next fetch
+# holds only partitions with nothing new, and the broker kept it the whole 1.5 s: at 2,000
+# events/s of live load the worker waited 1-1.4 s every 2 s with data on the broker, and a
+# third of the events were read 1-2.5 s late.
+FETCH_MAX_WAIT_MS = 100
+
+
+class BatchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """faust's consumer thread, with a short fetch wait (``FETCH_MAX_WAIT_MS``)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts its fetcher
+        return consumer
+
+
 class BatchConsumer(aiokafka_driver.Consumer):
     """faust's aiokafka consumer, handing the source topics' fetches on whole.
 
@@ -81,6 +106,9 @@ class BatchConsumer(aiokafka_driver.Consumer):
     control, the consumer generation) with one difference: source messages are collected per
     fetch and put on ``batches``; the rest go to faust's per-event callback as before.
     """
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _seek(self, partition: Any, offset: int) -> None:
         """Seek in the consumer's own thread, where aiokafka's consumer runs.

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from streams.worker.batches import FetchedBatches
+from streams.settings import Settings
+from streams.worker.app import Worker
+from streams.worker.batches import FETCH_MAX_WAIT_MS, BatchConsumerThread, FetchedBatches
 
 
 def _fetch(*offsets: int) -> list[Any]:
@@ -48,3 +50,13 @@ async def test_clear_drops_what_waits_and_says_how_much() -> None:
     assert batches.clear() == 3
     batches.offer(_fetch(6))
     assert await batches.take() == [6]
+
+
+async def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_briefly() -> None:
+    """faust's 1.5 s fetch wait left the worker waiting with data on the broker
+    (``FETCH_MAX_WAIT_MS``; bench.latency measures the effect)."""
+    worker = Worker(Settings())
+    thread = cast("Any", worker.app.consumer)._thread
+    assert isinstance(thread, BatchConsumerThread)
+    consumer = thread._create_worker_consumer(worker.app.transport)
+    assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
