@@ -17,8 +17,9 @@ then are judged and published together, then learned from (in-process: in user o
 Through the worker, each score asks it to wait until it has learned from every feedback the
 run has published so far (``min_run_updates``) and from the user's own (``min_updates``).
 With ``--concurrency 1`` every choice sees every earlier reward, and both ways give the same
-choices, rewards and final state, byte for byte; with larger blocks only the order of the
-updates inside a block differs (the worker applies them by partition).
+choices, rewards and final state, byte for byte; with larger blocks the updates inside a
+block differ: in-process learns them one at a time, the worker a batch's together, each
+user against the pooled types as they stood at the batch's start (``streams.worker.learning``).
 
 Drift and late feedback (docs/simulation.md): the judge reads the persona the world's drift
 gives for the round (``World.persona_at``); with a delay, the in-process learner takes each
