@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from types import SimpleNamespace
 from typing import Any, cast
+
+import pytest
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from streams.settings import Settings
 from streams.worker.app import Worker
@@ -60,3 +65,17 @@ async def test_the_worker_consumer_asks_the_broker_to_hold_a_fetch_briefly() -> 
     assert isinstance(thread, BatchConsumerThread)
     consumer = thread._create_worker_consumer(worker.app.transport)
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+
+
+async def test_an_aiokafka_without_the_fetch_wait_is_warned_of_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = Worker(Settings())
+    thread = cast("Any", worker.app.consumer)._thread
+    other = SimpleNamespace()  # an aiokafka consumer that keeps the wait elsewhere
+    parent = aiokafka_driver.AIOKafkaConsumerThread
+    monkeypatch.setattr(parent, "_create_worker_consumer", lambda self, transport: other)
+    with caplog.at_level(logging.WARNING, logger="streams.worker.batches"):
+        assert thread._create_worker_consumer(worker.app.transport) is other
+    assert not hasattr(other, "_fetch_max_wait_ms")
+    assert ["fetch wait" in r.getMessage() for r in caplog.records] == [True]
