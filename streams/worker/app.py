@@ -396,7 +396,7 @@ class Worker:
         seconds = {"changelog_wait": waited_s, **self.pipeline.steps.seconds}
         for step, spent in seconds.items():
             self.metrics.batch_step_seconds.labels(step).observe(spent)
-        total = sum(seconds.values())
+        total = waited_s + self.pipeline.steps.total()
         if total > SLOW_BATCH_S:
             parts = ", ".join(f"{step} {1000 * spent:.0f}" for step, spent in seconds.items())
             log.warning("slow batch: %d events in %.0f ms (%s)", events, 1000 * total, parts)
