@@ -150,7 +150,7 @@ class PoolStats:
     """Σ over users of weight × statistics, per type, exact int64.
 
     ``stats`` holds, per type (row), the flat [Σ x xᵀ, Σ r x, Σ r²] of ``Contribution``;
-    ``gram`` (M × d × d, units of 2⁻²⁸), ``xr`` (M × d) and ``r2`` (M) are views of it.
+    ``gram`` (M × d × d, units of 2⁻²⁸) is a view of it; ``solve_types`` reads the rest.
     """
 
     stats: IntArray  # M × (d·d + d + 1)
@@ -172,15 +172,6 @@ class PoolStats:
     def gram(self) -> IntArray:
         d = self.dim
         return self.stats[:, : d * d].reshape(-1, d, d)
-
-    @property
-    def xr(self) -> IntArray:
-        d = self.dim
-        return self.stats[:, d * d : d * d + d]
-
-    @property
-    def r2(self) -> IntArray:
-        return self.stats[:, -1]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PoolStats):
