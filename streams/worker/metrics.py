@@ -106,6 +106,7 @@ class WorkerMetrics:
         "rereads",
         "reward_latency",
         "rows_written",
+        "rows_written_at",
         "score_latency",
         "score_requests",
         "shows_waiting",
@@ -175,6 +176,13 @@ class WorkerMetrics:
         )
         self.rows_written = Counter(
             "tipstream_feedback_rows_written", "tip_feedback rows sent to PostgreSQL.", registry=r
+        )
+        self.rows_written_at = Gauge(
+            "tipstream_feedback_rows_written_timestamp_seconds",
+            "Wall time (Unix seconds) of the last tip_feedback rows written: a sink that stops "
+            "while input lag grows shows here, and a benchmark reads when the work ended "
+            "without scraping a busy worker.",
+            registry=r,
         )
         self.sink_retries = Counter(
             "tipstream_sink_retries", "PostgreSQL writes retried after an error.", registry=r

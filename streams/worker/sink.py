@@ -201,7 +201,9 @@ class FeedbackSink:
             else:
                 self._retrying = False
                 self._succeeded()
-                self._metrics.rows_written.inc(len(rows))
+                if rows:
+                    self._metrics.rows_written.inc(len(rows))
+                    self._metrics.rows_written_at.set_to_current_time()
                 return
 
 

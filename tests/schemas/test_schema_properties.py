@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -113,6 +113,17 @@ def test_epoch_milliseconds_are_exact_far_from_now() -> None:
     assert from_epoch_ms(to_epoch_ms(moment)) == moment
     assert to_epoch_ms(datetime(748, 12, 11, 0, 40, 22, 407581, tzinfo=UTC)) % 1000 == 408
     assert rfc3339(to_epoch_ms(moment)) == "5408-11-21T01:00:30.001Z"
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999_999))
+)
+def test_epoch_milliseconds_round_half_up_everywhere(naive: datetime) -> None:
+    """``to_epoch_ms`` reads the timedelta's fields (faster than dividing it by 1 µs); the
+    reference is the exact count of microseconds, rounded half up."""
+    moment = naive.replace(tzinfo=UTC)
+    micros = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert to_epoch_ms(moment) == (micros + 500) // 1000
 
 
 @pytest.mark.parametrize("policy", ["egreedy\x00v1", "a\x1fb", "tab\there", "del\x7f"])
