@@ -35,7 +35,15 @@ import numpy as np
 
 from bandit.base import FloatArray
 
-__all__ = ["CODEC_VERSION", "RESYNC_EVERY", "Ridge", "thetas", "update_each"]
+__all__ = [
+    "CODEC_VERSION",
+    "RESYNC_EVERY",
+    "Ridge",
+    "RidgeRows",
+    "sse_each",
+    "thetas",
+    "update_each",
+]
 
 RESYNC_EVERY = 64
 
@@ -106,7 +114,7 @@ class Ridge:
 
     def sse_many(self, thetas: FloatArray) -> FloatArray:
         """``sse`` for every row of an M × d array of models at once."""
-        return np.asarray(sse_each([self], thetas[None])[0], dtype=np.float64)
+        return np.asarray(sse_each(RidgeRows.of([self]), thetas[None])[0], dtype=np.float64)
 
     def resync(self) -> None:
         """Recompute A⁻¹ from A (O(d³)), discarding accumulated rounding error."""
@@ -177,26 +185,57 @@ def thetas(ridges: Sequence[Ridge]) -> FloatArray:
     return np.asarray((a_inv @ b[:, :, None])[:, :, 0], dtype=np.float64)
 
 
-def sse_each(ridges: Sequence[Ridge], thetas: FloatArray) -> FloatArray:
-    """``ridges[i].sse_many(thetas[i])`` for every i: thetas is n × M × d, the result n × M.
+@dataclass(slots=True)
+class RidgeRows:
+    """Many ridges of one dimension stacked once: the operations over a batch's users
+    (``sse_each``, ``update_each``, ``bandit.pool.data_stats``) share the stacks, since at
+    d = 5 stacking the per-user arrays costs more than the arithmetic on them.
+
+    ``update_each`` keeps them current: after it, they are the updated ridges'.
+    """
+
+    a: FloatArray  # n × d × d
+    a_inv: FloatArray  # n × d × d
+    b: FloatArray  # n × d
+    lam: FloatArray  # n × d
+    reward_sq_sum: FloatArray  # n
+
+    @classmethod
+    def of(cls, ridges: Sequence[Ridge]) -> RidgeRows:
+        return cls(
+            a=np.stack([r.a for r in ridges]),
+            a_inv=np.stack([r.a_inv for r in ridges]),
+            b=np.stack([r.b for r in ridges]),
+            lam=np.stack([r.lam for r in ridges]),
+            reward_sq_sum=np.array([r.reward_sq_sum for r in ridges], dtype=np.float64),
+        )
+
+    def gram(self) -> FloatArray:
+        """Σ x xᵀ of each ridge: its A without the prior Λ."""
+        gram = self.a.copy()
+        diag = np.arange(gram.shape[-1])
+        gram[:, diag, diag] -= self.lam
+        return gram
+
+
+def sse_each(rows: RidgeRows, thetas: FloatArray) -> FloatArray:
+    """``sse_many(thetas[i])`` of each stacked ridge: thetas is n × M × d, the result n × M.
 
     >>> r = Ridge.new(2)
     >>> r.update(np.array([1.0, 0.0]), 1.0)
-    >>> sse_each([r], np.array([[[1.0, 0.0], [0.0, 0.0]]])).tolist()
+    >>> sse_each(RidgeRows.of([r]), np.array([[[1.0, 0.0], [0.0, 0.0]]])).tolist()
     [[0.0, 1.0]]
     """
-    gram = np.stack([r.a for r in ridges])
-    diag = np.arange(gram.shape[-1])
-    gram[:, diag, diag] -= np.stack([r.lam for r in ridges])
-    b = np.stack([r.b for r in ridges])
-    r2 = np.array([r.reward_sq_sum for r in ridges], dtype=np.float64)
-    quad = ((thetas @ gram) * thetas).sum(axis=2)
-    fit = (thetas @ b[:, :, None])[:, :, 0]
-    return np.asarray(r2[:, None] - 2.0 * fit + quad, dtype=np.float64)
+    quad = ((thetas @ rows.gram()) * thetas).sum(axis=2)
+    fit = (thetas @ rows.b[:, :, None])[:, :, 0]
+    return np.asarray(rows.reward_sq_sum[:, None] - 2.0 * fit + quad, dtype=np.float64)
 
 
-def update_each(ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray) -> None:
-    """``ridges[i].update(xs[i], rewards[i])`` for every i (unit weights), at once.
+def update_each(
+    ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray, rows: RidgeRows | None = None
+) -> None:
+    """``ridges[i].update(xs[i], rewards[i])`` for every i (unit weights), at once; ``rows``,
+    if given, are the ridges' stacks (``RidgeRows.of(ridges)``), updated in place.
 
     Each ridge gets arrays of its own (copies of its rows), so a state kept long after (the
     worker's hot cache) never holds the stacks of the other ridges alive.
@@ -207,9 +246,8 @@ def update_each(ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray) ->
     >>> one.encode() == many[0].encode()
     True
     """
-    a = np.stack([r.a for r in ridges])
-    a_inv = np.stack([r.a_inv for r in ridges])
-    b = np.stack([r.b for r in ridges])
+    rows = RidgeRows.of(ridges) if rows is None else rows
+    a, a_inv, b = rows.a, rows.a_inv, rows.b
     # Ridge.update's operations with w = 1, whose products with 1.0 are exact.
     a += xs[:, :, None] * xs[:, None, :]
     b += rewards[:, None] * xs
@@ -229,3 +267,4 @@ def update_each(ridges: Sequence[Ridge], xs: FloatArray, rewards: FloatArray) ->
         ridge.reward_sum += reward
         ridge.reward_sq_sum += reward * reward
         ridge.since_sync = since_sync
+        rows.reward_sq_sum[i] = ridge.reward_sq_sum

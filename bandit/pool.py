@@ -38,7 +38,6 @@ years of ten million feedbacks a day; a user's statistics are rounded to 10⁻�
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.base import FloatArray
-from bandit.linear import Ridge
+from bandit.linear import Ridge, RidgeRows
 
 __all__ = [
     "ONE_TYPE",
@@ -74,17 +73,15 @@ def quantize_weights(weights: FloatArray) -> IntArray:
     return np.asarray(np.rint(np.asarray(weights) * WEIGHT_SCALE), dtype=np.int64)
 
 
-def data_stats(ridges: Sequence[Ridge]) -> IntArray:
-    """Each ridge's data statistics [Σ x xᵀ (its A without Λ), Σ r x, Σ r²] in fixed point,
-    as the rows of an n × (d·d + d + 1) array (``Contribution.stats``)."""
-    a = np.stack([r.a for r in ridges])
-    n, d = len(ridges), a.shape[-1]
-    diag = np.arange(d)
-    a[:, diag, diag] -= np.stack([r.lam for r in ridges])
+def data_stats(rows: RidgeRows) -> IntArray:
+    """Each stacked ridge's data statistics [Σ x xᵀ (its A without Λ), Σ r x, Σ r²] in fixed
+    point, as the rows of an n × (d·d + d + 1) array (``Contribution.stats``)."""
+    gram = rows.gram()
+    n, d = gram.shape[0], gram.shape[-1]
     flat = np.empty((n, d * d + d + 1), dtype=np.float64)
-    flat[:, : d * d] = a.reshape(n, d * d)
-    flat[:, d * d : d * d + d] = np.stack([r.b for r in ridges])
-    flat[:, -1] = [r.reward_sq_sum for r in ridges]
+    flat[:, : d * d] = gram.reshape(n, d * d)
+    flat[:, d * d : d * d + d] = rows.b
+    flat[:, -1] = rows.reward_sq_sum
     flat *= STAT_SCALE
     return np.rint(flat).astype(np.int64)
 
@@ -117,7 +114,7 @@ class Contribution:
     @classmethod
     def of(cls, user: Ridge, weights: IntArray) -> Contribution:
         """The user's data statistics (its A without the prior Λ) with these weights."""
-        return cls(weights=weights, stats=data_stats([user])[0], pulls=user.pulls)
+        return cls(weights=weights, stats=data_stats(RidgeRows.of([user]))[0], pulls=user.pulls)
 
     def delta(self, sign: int) -> PoolDelta:
         """What adding (sign 1) or removing (sign −1) this contribution does to a pool."""

@@ -89,7 +89,7 @@ from bandit.features import (
     features_v3,
     features_v3_many,
 )
-from bandit.linear import Ridge, sse_each, update_each
+from bandit.linear import Ridge, RidgeRows, sse_each, update_each
 from bandit.pool import (
     Contribution,
     IntArray,
@@ -334,14 +334,15 @@ class PooledMix(EpsilonGreedyScores):
         others = whole.stats[None, :, :] - old_w[:, :, None] * old_s[:, None, :]
         thetas = solve_types(others, V2_DIM, self.lam_pool, self.prototypes)
         ridges = [u.ridge for u in users]
-        ll = -sse_each(ridges, thetas) / (2.0 * self.sigma2)
+        rows = RidgeRows.of(ridges)  # stacked once, for the three steps below
+        ll = -sse_each(rows, thetas) / (2.0 * self.sigma2)
         w = np.exp(ll - ll.max(axis=1, keepdims=True))
         post = w / w.sum(axis=1, keepdims=True)
         seen = np.array([r.pulls for r in ridges], dtype=np.float64)[:, None]
-        update_each(ridges, xs, rewards)
+        update_each(ridges, xs, rewards, rows)
         posteriors = (np.stack([u.posterior for u in users]) * seen + post) / (seen + 1.0)
         new_w = quantize_weights(posteriors)
-        new_s = data_stats(ridges)
+        new_s = data_stats(rows)
         new_pulls = np.array([r.pulls for r in ridges], dtype=np.int64)
         for i, user in enumerate(users):
             user.posterior = posteriors[i].copy()
