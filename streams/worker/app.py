@@ -30,6 +30,7 @@ from bandit.registry import make_policy
 from streams.settings import Settings
 from streams.worker.ackgate import AckGate, input_lag
 from streams.worker.batches import FetchedBatches, WorkerApp
+from streams.worker.changelog import ChangelogBatches
 from streams.worker.http import ScoreRequest, mount_views
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
@@ -70,8 +71,22 @@ class StateTable(faust.Table[str, bytes]):
     write them outside any single event's context.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.value_serializer != "raw":
+            raise TypeError("StateTable holds bytes: its changelog carries them as they are")
+        self.changelog = ChangelogBatches(self)
+
     def partition_for_key(self, key: Any) -> int:
         return key_partition(str(key), self.partitions or self.app.conf.topic_partitions)
+
+    # A write's changelog record is queued, not sent on its own: ``changelog.send`` sends a
+    # batch's records together (streams/worker/changelog.py says why).
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self.changelog.add(self.partition_for_key(key), str(key), value)
+
+    def on_key_del(self, key: Any) -> None:
+        self.changelog.add(self.partition_for_key(key), str(key), None)
 
 
 class BoundedStopWorker(faust.worker.Worker):
@@ -382,6 +397,8 @@ class Worker:
         admitted = self.ack_gate.admit(batch)
         started = time.perf_counter()
         await self.pipeline.handle(admitted)
+        await self.table.changelog.send()  # delivered before any of the batch is acked
+        self.pipeline.steps.mark("changelog")
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._report_steps(len(admitted), waited_s)
         # Only now may faust commit these offsets (see streams/ackgate.py).

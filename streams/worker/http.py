@@ -206,6 +206,7 @@ class _ResetView(_WorkerView):
         record.pulls = 0
         record.reward_milli_sum = 0
         self.worker.table[user_id] = record.encode()
+        await self.worker.table.changelog.send()
         return self.reply({"user_id": user_id, "reset": True})
 
 
