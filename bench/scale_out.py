@@ -60,7 +60,7 @@ async def run_workers(base: Settings, count: int, pairs: int, users: int) -> flo
         shows, feedback = make_events(pairs, users)
         timer = asyncio.create_task(rows_timer(workers, pairs))
         await fill(settings, shows, feedback)
-        return 2 * pairs / await timer
+        return 2 * pairs / (await timer).seconds
     finally:
         for worker in workers:
             worker.stop()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import orjson
@@ -143,8 +145,17 @@ async def raw_consume(settings: Settings, topic: str, expected: int, validate: b
         await consumer.stop()
 
 
-def peer(settings: Settings, module: str, mode: str, expected: int) -> float:
-    """Seconds a ``bench.peers`` subprocess took from its first to its ``expected``-th event."""
+class Timed(NamedTuple):
+    """A run's wall seconds (first event to last) and the CPU seconds its process spent in
+    them (every thread). CPU per event is steadier than a rate on a shared 2-core machine,
+    where the broker, PostgreSQL and other work take the cores by turns."""
+
+    seconds: float
+    cpu_seconds: float
+
+
+def peer(settings: Settings, module: str, mode: str, expected: int) -> Timed:
+    """A ``bench.peers`` subprocess's time from its first to its ``expected``-th event."""
     app_id = f"{settings.app_id}-{module}-{mode}"
     result = subprocess.run(
         [sys.executable, "-m", f"bench.peers.{module}", mode, app_id, str(expected)],
@@ -156,13 +167,14 @@ def peer(settings: Settings, module: str, mode: str, expected: int) -> float:
     # faust sends stdout through its logging, so the result line may be on either stream.
     for line in (result.stdout + result.stderr).decode().splitlines():
         if '{"events"' in line:
-            return float(orjson.loads(line[line.index('{"events"') :].strip())["seconds"])
+            found = orjson.loads(line[line.index('{"events"') :].strip())
+            return Timed(float(found["seconds"]), float(found["cpu_seconds"]))
     raise RuntimeError(f"peer {module} {mode} failed:\n{result.stderr.decode()[-3000:]}")
 
 
 async def tipstream_worker(
     settings: Settings, expected_rows: int, policy: str, profile_dir: Path | None = None
-) -> float:
+) -> Timed:
     """Seconds from the worker's first batch to its last ``tip_feedback`` row written, the
     worker serving (and so learning) ``policy``; sampled by py-spy into ``profile_dir``."""
     worker = WorkerProcess(settings, app_id=f"{settings.app_id}-worker-{policy}", policy=policy)
@@ -178,9 +190,9 @@ async def tipstream_worker(
             spy.wait(timeout=60)  # py-spy writes its file when the worker has exited
 
 
-async def rows_timer(workers: list[WorkerProcess], expected_rows: int) -> float:
-    """Seconds from the first batch of any of ``workers`` to their ``tip_feedback`` rows
-    written adding up to ``expected_rows``, from the workers' ``/metrics``.
+async def rows_timer(workers: list[WorkerProcess], expected_rows: int) -> Timed:
+    """From the first batch of any of ``workers`` to their ``tip_feedback`` rows written
+    adding up to ``expected_rows``, from the workers' ``/metrics``; CPU from ``/proc``.
 
     Until the first batch, ``/metrics`` is read every 50 ms; after it, once a second, and the
     end is the workers' own time of their last rows written
@@ -189,6 +201,7 @@ async def rows_timer(workers: list[WorkerProcess], expected_rows: int) -> float:
     themselves, do not carry.
     """
     started: float | None = None
+    cpu_started = 0.0
     async with aiohttp.ClientSession() as http:
         while True:
             batches = rows = last_write = 0.0
@@ -207,9 +220,18 @@ async def rows_timer(workers: list[WorkerProcess], expected_rows: int) -> float:
                 )
             if started is None and batches > 0:
                 started = time.time()  # the workers' gauge is wall time too (same machine)
+                cpu_started = sum(_cpu_seconds(w) for w in workers)
             if rows >= expected_rows and started is not None:
-                return last_write - started
+                cpu = sum(_cpu_seconds(w) for w in workers) - cpu_started
+                return Timed(last_write - started, cpu)
             await asyncio.sleep(0.05 if started is None else 1.0)
+
+
+def _cpu_seconds(worker: WorkerProcess) -> float:
+    """User and system CPU seconds of the worker's process so far (Linux ``/proc``)."""
+    assert worker.process is not None
+    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
@@ -241,24 +263,32 @@ async def run_worker_bench(
     validated_s = await raw_consume(settings, settings.topic_feedback, pairs, validate=True)
     events = 2 * pairs
     peers = {
-        "faust_empty_agent_eps": peer(settings, "faust_agent", "empty", events),
-        "naive_faust_table_eps": peer(settings, "faust_agent", "table", events),
-        "quix_exactly_once_eps": peer(settings, "quix_app", "exactly-once", events),
-        "quix_at_least_once_eps": peer(settings, "quix_app", "at-least-once", events),
+        "faust_empty_agent": peer(settings, "faust_agent", "empty", events),
+        "naive_faust_table": peer(settings, "faust_agent", "table", events),
+        "quix_exactly_once": peer(settings, "quix_app", "exactly-once", events),
+        "quix_at_least_once": peer(settings, "quix_app", "at-least-once", events),
     }
     # The shipped default policy, then egreedy-v1 (the cheapest learner, the figure of
     # earlier records); the second worker finds the rows already written (ON CONFLICT).
-    worker_s = await tipstream_worker(settings, pairs, DEFAULT_POLICY, profile_dir)
-    worker_v1_s = await tipstream_worker(settings, pairs, "egreedy-v1", profile_dir)
+    timed = {
+        **peers,
+        "tipstream_worker": await tipstream_worker(settings, pairs, DEFAULT_POLICY, profile_dir),
+        "tipstream_worker_egreedy_v1": await tipstream_worker(
+            settings, pairs, "egreedy-v1", profile_dir
+        ),
+    }
     rates = {
         "raw_aiokafka_orjson_eps": pairs / raw_s,
         "raw_aiokafka_validated_eps": pairs / validated_s,
-        **{name: events / seconds for name, seconds in peers.items()},
-        "tipstream_worker_eps": events / worker_s,
-        "tipstream_worker_egreedy_v1_eps": events / worker_v1_s,
+        **{f"{name}_eps": events / t.seconds for name, t in timed.items()},
+        **{f"{name}_cpu_us_per_event": 1e6 * t.cpu_seconds / events for name, t in timed.items()},
     }
     for worker in ("tipstream_worker", "tipstream_worker_egreedy_v1"):
         for baseline in ("quix_exactly_once", "faust_empty_agent", "naive_faust_table"):
             rates[f"{worker}_vs_{baseline}"] = rates[f"{worker}_eps"] / rates[f"{baseline}_eps"]
+        # The same comparison in CPU per event (the peer's over ours: above 1 is cheaper).
+        rates[f"{worker}_cpu_vs_quix_exactly_once"] = (
+            rates["quix_exactly_once_cpu_us_per_event"] / rates[f"{worker}_cpu_us_per_event"]
+        )
     rates["worker_vs_raw"] = rates["tipstream_worker_eps"] / rates["raw_aiokafka_orjson_eps"]
     return rates
