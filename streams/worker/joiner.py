@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bandit.base import Moment, Policy, Task
 from bandit.reward import LEGACY_ACTIONS, infer_reward, reward_milli
@@ -47,9 +47,9 @@ LEGACY = "legacy"
 EXPIRED = "expired"
 
 
-@dataclass(frozen=True, slots=True)
-class FeedbackRow:
-    """One ``tip_feedback`` row."""
+class FeedbackRow(NamedTuple):
+    """One ``tip_feedback`` row (a NamedTuple: immutable, and built several times faster
+    than a frozen dataclass, once per feedback)."""
 
     event_id: str
     tip_id: str
@@ -76,8 +76,7 @@ class UserResult:
     models: PolicyModels | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Lesson:
+class Lesson(NamedTuple):
     """One reward to learn: the moment and task it was shown for."""
 
     moment: Moment

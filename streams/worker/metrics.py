@@ -162,7 +162,7 @@ class WorkerMetrics:
         self.batch_step_seconds = Histogram(
             "tipstream_batch_step_seconds",
             "Wall time of each step of a batch: changelog_wait (before it), decode, join, "
-            "learn, rows, store, dead_letters.",
+            "learn, rows, store, dead_letters, changelog (its records delivered).",
             ["step"],
             buckets=_PAUSE_BUCKETS,
             registry=r,

@@ -22,7 +22,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -58,9 +58,9 @@ CHUNK_GUARD_BYTES = 48
 REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """What the pipeline needs of a Kafka record (faust's ``Message``, or a test's)."""
+class RawEvent(NamedTuple):
+    """What the pipeline needs of a Kafka record (faust's ``Message``, or a test's); a
+    NamedTuple, built several times faster than a frozen dataclass, once per event."""
 
     topic: str
     partition: int
