@@ -191,8 +191,8 @@ class Worker:
             web_bind=settings.web_host,
             web_host=settings.web_host,
             web_port=settings.web_port,
-            # The changelog gets one record per touched user per batch; letting the producer
-            # batch them (it is flushed before every offset commit anyway) saves round trips.
+            # For faust's own sends (dead letters): a burst of them goes out in one request.
+            # The changelog batches itself and is sent at once (streams/worker/changelog.py).
             producer_linger_ms=10,
             producer_max_batch_size=256 * 1024,
             autodiscover=False,

@@ -89,7 +89,11 @@ class ChangelogBatches:
 async def _send(
     producer: Any, batch: Any, topic: str, partition: int
 ) -> tuple[int, int, asyncio.Future[Any]]:
-    """Hand a record batch to aiokafka: its partition, record count and delivery future."""
+    """Hand a record batch to aiokafka: its partition, record count and delivery future.
+
+    Closed first: no other send joins it, and aiokafka sends a closed batch at once instead
+    of letting it linger (``producer_linger_ms``) for records that will not come."""
+    batch.close()
     count = batch.record_count()
     delivery: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
     return partition, count, delivery
