@@ -192,10 +192,10 @@ class Settings(BaseSettings):
     )
     batch_max: int = Field(default=2000, ge=1, description="events per batch at most")
     hot_cache_mb: float = Field(
-        default=16.0,
+        default=32.0,
         gt=0,
         description="decoded user records kept between batches (least recently used out "
-        "first), bounded by their encoded size in MiB; decoded they take 1.5 to 3.5 times that",
+        "first), bounded by an estimate of the memory they take decoded, in MiB",
     )
     standby_replicas: int = Field(
         default=0,

@@ -51,9 +51,13 @@ __all__ = ["BatchSteps", "DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent",
 log = logging.getLogger(__name__)
 
 YIELD_EVERY_USERS = 200
-# What an archived guard counts for in the hot cache's bound: about its encoded size in a
-# chunk (40 packed bytes and a tip id).
-CHUNK_GUARD_BYTES = 48
+# What a cached user counts for in the hot cache's bound: an estimate of the memory its
+# decoded objects take, measured with tracemalloc (6 Dec 2026): a record with 70 settled tips
+# (909 bytes encoded, 67 guards in chunks) takes 2,507 bytes decoded and its pooledmix-v3
+# state 1,402, about 4 bytes a byte of the record; each guard from a chunk about 350 bytes
+# decoded (48 packed). Counting 48 for those let a 16 MiB cache hold about 100 MiB.
+DECODED_BYTES_PER_RECORD_BYTE = 4
+DECODED_GUARD_BYTES = 350
 # Outcomes that say an event was seen before: its user's state is written again (_write_again).
 REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
 
@@ -481,7 +485,9 @@ class Pipeline:
         """Keep the decoded record for the next batch, least recently used out first, so the
         cache's memory is bounded whatever the number of users and of guards."""
         self._forget_hot(key)
-        size = len(blob) + CHUNK_GUARD_BYTES * len(record.archived)
+        size = DECODED_BYTES_PER_RECORD_BYTE * len(blob) + DECODED_GUARD_BYTES * len(
+            record.archived
+        )
         self._hot[key] = _Hot(blob, record, models, size)
         self._hot_bytes += size
         while self._hot_bytes > self._hot_max_bytes and self._hot:

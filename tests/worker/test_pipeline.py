@@ -74,13 +74,13 @@ async def test_store_bytes_win_over_the_hot_cache() -> None:
 
 async def test_the_hot_cache_is_bounded_by_bytes_least_recently_used_out_first() -> None:
     store: dict[str, bytes] = {}
-    tiny = Settings(hot_cache_mb=4096 / 2**20)  # 4 KiB of encoded records
+    tiny = Settings(hot_cache_mb=16384 / 2**20)  # 16 KiB of decoded records
     p = Pipeline(tiny, [EpsilonGreedyV1()], store, Rows(), Letters(), WorkerMetrics())
     for offset, user in enumerate(f"u{i}" for i in range(50)):
         await p.handle(
             [raw(shown(user, "a"), 2 * offset), raw(feedback(user, "a"), 2 * offset + 1)]
         )
-    assert sum(hot.size for hot in p._hot.values()) == p._hot_bytes <= 4096
+    assert sum(hot.size for hot in p._hot.values()) == p._hot_bytes <= 16384
     assert 0 < len(p._hot) < 50
     assert list(p._hot)[-1] == "u49"  # the newest stays, the oldest went first
     assert "u0" not in p._hot
