@@ -270,7 +270,7 @@ class Worker:
                 while True:
                     messages = await worker.batches.take()
                     await app.flow_control.acquire()  # no work while a rebalance is under way
-                    # The changelog keeps up: at most one batch of its writes waits.
+                    # faust's own sends keep up: at most one batch of them waits.
                     waiting = time.perf_counter()
                     await changelog_within(app.producer.buffer, worker.settings.batch_max)
                     waited_s = time.perf_counter() - waiting
@@ -545,11 +545,13 @@ class Worker:
 
 
 async def changelog_within(buffer: Any, limit: int) -> None:
-    """Wait until at most ``limit`` changelog writes wait in faust's producer buffer.
+    """Wait until at most ``limit`` sends wait in faust's producer buffer.
 
-    faust's own ``wait_until_ebb`` sends 100 of them and returns, so a worker that writes
-    more records a batch than that saw the buffer grow without bound behind a backlog: 84,000
-    records waiting (hundreds of MiB), and offset commits that took 86 s to flush them.
+    faust's own ``wait_until_ebb`` sends 100 of them and returns, so a worker that wrote more
+    changelog records a batch than that saw the buffer grow without bound behind a backlog:
+    84,000 records waiting (hundreds of MiB), and offset commits that took 86 s to flush them.
+    Since the table's changelog goes out in batches (``ChangelogBatches.send``, which waits
+    for delivery), only faust's own sends (dead letters) pass through this buffer.
     """
     while buffer.size > limit:
         await buffer.flush_atmost(buffer.size - limit)
