@@ -1,5 +1,5 @@
-"""``python -m bench [worker|sim|all] [--profile DIR]``: measured rates and their ratios, one
-run, local stack.
+"""``python -m bench [worker|sim|all] [--profile DIR] [--repeat N]``: measured rates and their
+ratios, one run, local stack.
 
 Each figure is compared with a baseline measured in the same run (machines here are
 noisy); results are printed and appended as a JSON line to ``var/bench-results.jsonl``.
@@ -28,13 +28,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="?", default="all", choices=("worker", "sim", "all"))
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run quixstreams exactly-once and the default worker N times by turns and print "
+        "the median of their ratios (worker only)",
+    )
     args = parser.parse_args()
     which = args.which
     ensure_up()
     settings = get_settings()
     results: dict[str, dict[str, float]] = {}
     if which in ("worker", "all"):
-        results["worker"] = asyncio.run(run_worker_bench(settings, profile_dir=args.profile))
+        bench = run_worker_bench(settings, profile_dir=args.profile, repeat=args.repeat)
+        results["worker"] = asyncio.run(bench)
         title = "worker throughput (events/s; ratios against the same run)"
         print_figures(title, results["worker"])
     if which in ("sim", "all"):

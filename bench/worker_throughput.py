@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import aiohttp
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -152,6 +154,8 @@ class Timed(NamedTuple):
 
     seconds: float
     cpu_seconds: float
+    # The worker's own wall seconds per batch step (``tipstream_batch_step_seconds``).
+    steps: tuple[tuple[str, float], ...] = ()
 
 
 def peer(settings: Settings, module: str, mode: str, expected: int) -> Timed:
@@ -223,8 +227,24 @@ async def rows_timer(workers: list[WorkerProcess], expected_rows: int) -> Timed:
                 cpu_started = sum(_cpu_seconds(w) for w in workers)
             if rows >= expected_rows and started is not None:
                 cpu = sum(_cpu_seconds(w) for w in workers) - cpu_started
-                return Timed(last_write - started, cpu)
+                return Timed(last_write - started, cpu, await _step_seconds(http, workers))
             await asyncio.sleep(0.05 if started is None else 1.0)
+
+
+async def _step_seconds(
+    http: aiohttp.ClientSession, workers: list[WorkerProcess]
+) -> tuple[tuple[str, float], ...]:
+    """Each batch step's wall seconds, summed over ``workers``' whole runs."""
+    steps: dict[str, float] = {}
+    prefix = 'tipstream_batch_step_seconds_sum{step="'
+    for worker in workers:
+        async with http.get(worker.url + "/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                step = line[len(prefix) : line.index('"', len(prefix))]
+                steps[step] = steps.get(step, 0.0) + float(line.rsplit(maxsplit=1)[1])
+    return tuple(steps.items())
 
 
 def _cpu_seconds(worker: WorkerProcess) -> float:
@@ -254,8 +274,15 @@ def _sample(metrics_text: str, name: str) -> float:
 
 
 async def run_worker_bench(
-    settings: Settings, pairs: int = 20_000, users: int = 2_000, profile_dir: Path | None = None
+    settings: Settings,
+    pairs: int = 20_000,
+    users: int = 2_000,
+    profile_dir: Path | None = None,
+    repeat: int = 1,
 ) -> dict[str, float]:
+    """Every peer and both workers once; then, with ``repeat`` > 1, quixstreams exactly-once
+    and the default worker again by turns, ``repeat`` pairs in all, and the median of the
+    pairs' ratios (each pair ran back to back, so the machine's slow spells hit both)."""
     settings = await create_topics(settings)
     shows, feedback = make_events(pairs, users)
     await fill(settings, shows, feedback)
@@ -291,4 +318,47 @@ async def run_worker_bench(
             rates["quix_exactly_once_cpu_us_per_event"] / rates[f"{worker}_cpu_us_per_event"]
         )
     rates["worker_vs_raw"] = rates["tipstream_worker_eps"] / rates["raw_aiokafka_orjson_eps"]
+    rates.update(_steps_per_event(timed["tipstream_worker"], events))
+    if repeat > 1:
+        rates.update(await _alternate(settings, pairs, repeat, timed))
     return rates
+
+
+def _steps_per_event(worker: Timed, events: int) -> dict[str, float]:
+    """The default worker's wall µs per event in each batch step, and outside any batch
+    (waiting for faust's next batch, and faust's commits)."""
+    out = {
+        f"tipstream_worker_step_{name}_us_per_event": 1e6 * s / events for name, s in worker.steps
+    }
+    busy = sum(s for step, s in worker.steps if step != "changelog_wait")
+    out["tipstream_worker_between_batches_us_per_event"] = 1e6 * (worker.seconds - busy) / events
+    return out
+
+
+async def _alternate(
+    settings: Settings, pairs: int, repeat: int, first: dict[str, Timed]
+) -> dict[str, float]:
+    events = 2 * pairs
+    ratios = [first["quix_exactly_once"].seconds / first["tipstream_worker"].seconds]
+    cpu = [first["quix_exactly_once"].cpu_seconds / first["tipstream_worker"].cpu_seconds]
+    for turn in range(1, repeat):
+        again = settings.model_copy(update={"app_id": f"{settings.app_id}-again{turn}"})
+        quix = peer(again, "quix_app", "exactly-once", events)
+        await _forget_rows(settings)
+        worker = await tipstream_worker(again, pairs, DEFAULT_POLICY)
+        ratios.append(quix.seconds / worker.seconds)
+        cpu.append(quix.cpu_seconds / worker.cpu_seconds)
+    out = {f"tipstream_worker_vs_quix_exactly_once_turn{i}": r for i, r in enumerate(ratios)}
+    out["tipstream_worker_vs_quix_exactly_once_median"] = statistics.median(ratios)
+    out["tipstream_worker_cpu_vs_quix_exactly_once_median"] = statistics.median(cpu)
+    return out
+
+
+async def _forget_rows(settings: Settings) -> None:
+    """Delete the bench users' ``tip_feedback`` rows, so that the next worker inserts them as
+    the first did rather than finding them there."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute("DELETE FROM tip_feedback WHERE user_id LIKE 'bench-user-%'")
+    finally:
+        await conn.close()
