@@ -162,7 +162,8 @@ class WorkerMetrics:
         self.batch_step_seconds = Histogram(
             "tipstream_batch_step_seconds",
             "Wall time of each step of a batch: changelog_wait (before it), decode, join, "
-            "learn, rows, store, dead_letters, changelog (its records delivered).",
+            "learn, encode (the records, while the rows are written), rows (what is left of "
+            "the PostgreSQL writes), store, dead_letters, changelog (its records delivered).",
             ["step"],
             buckets=_PAUSE_BUCKETS,
             registry=r,

@@ -2,7 +2,11 @@
 
 Per batch: decode and validate every event, dead-letter the bad ones, group the rest by
 user (state key), load each user's record once, join and learn, expire what is overdue,
-write the ``tip_feedback`` rows, and only then store the records.
+write the ``tip_feedback`` rows, and only then store the records. The writes overlap the
+work that needs nothing of them: the production shows' ``tip_shown`` rows go to PostgreSQL
+while the batch is joined and learned, the feedback rows while the records are encoded
+(measured on 6 Dec 2026: PostgreSQL took about a quarter of the batch's wall time, waited
+for in full).
 
 Why rows before state: rows are idempotent (``ON CONFLICT DO NOTHING``) and state carries
 the guard. If the worker dies after the rows but before the state is flushed, the replay
@@ -20,7 +24,7 @@ import heapq
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Coroutine, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -108,6 +112,23 @@ class DeadLetter:
 
 class RowSink(Protocol):
     async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None: ...
+
+
+class _Encoded(NamedTuple):
+    """A user's record ready to store: its blob, and the chunks to write and delete."""
+
+    key: str
+    record: UserRecord
+    models: dict[str, Any]
+    again: list[int]  # chunks of a replayed user to write again as they are
+    new_chunks: dict[int, bytes]
+    blob: bytes
+    gone: list[int]
+
+
+def _written_later(write: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    """Start a write now; the batch awaits it before storing any state."""
+    return asyncio.ensure_future(write)
 
 
 class DeadLetterSink(Protocol):
@@ -327,6 +348,8 @@ class Pipeline:
             group.events.append((decoded, raw.timestamp_ms))
             group.raws.append(raw)
         self._add_due_expiries(groups)
+        # The shows' rows need nothing of the join: into PostgreSQL while it runs.
+        shows_written = _written_later(self.rows.write((), shows)) if shows else None
         steps.mark("decode")
 
         joined: dict[str, _Joined] = {}
@@ -367,19 +390,24 @@ class Pipeline:
         self.metrics.reward_latency.observe_many(np.maximum(0.0, latencies / 1000))
 
         steps.mark("learn")  # the learned models encoded into their records
-        await self.rows.write(rows, shows)
-        steps.mark("rows")
+        rows_written = _written_later(self.rows.write(rows)) if rows else None
+        # Encode the records while PostgreSQL writes the rows; store none of them before.
+        encoded = []
         for key, (record, models, stored, replayed) in records.items():
-            if replayed:
-                self._write_again(key, record)
+            again = list(record.chunk_numbers) if replayed else []
             new_chunks, gone = record.spill(stored)
-            for number, chunk in new_chunks.items():  # before the record (UserRecord.spill)
-                self.store[chunk_key(key, number)] = chunk
-            blob = record.encode()
-            self.store[key] = blob
-            for number in gone:  # after it
-                self.store.pop(chunk_key(key, number), None)
-            self._remember(key, blob, record, models)
+            encoded.append(_Encoded(key, record, models, again, new_chunks, record.encode(), gone))
+        steps.mark("encode")
+        await asyncio.gather(*(w for w in (rows_written, shows_written) if w is not None))
+        steps.mark("rows")
+        for e in encoded:
+            self._write_again(e.key, e.again)
+            for number, chunk in e.new_chunks.items():  # before the record (UserRecord.spill)
+                self.store[chunk_key(e.key, number)] = chunk
+            self.store[e.key] = e.blob
+            for number in e.gone:  # after it
+                self.store.pop(chunk_key(e.key, number), None)
+            self._remember(e.key, e.blob, e.record, e.models)
         steps.mark("store")
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
@@ -445,7 +473,7 @@ class Pipeline:
                 user_id, _, run_id = key.partition(SIM_SEPARATOR)
                 groups[key] = _Group(user_id, run_id or None, partition, [], [])
 
-    def _write_again(self, key: str, record: UserRecord) -> None:
+    def _write_again(self, key: str, numbers: Sequence[int]) -> None:
         """Write a replayed user's chunks again as they are (its record is written next).
 
         A store on disk (RocksDB) can hold writes whose changelog records a crash lost; the
@@ -453,7 +481,7 @@ class Pipeline:
         changelog would miss them for good once the batch's offsets are committed, and a
         worker that takes the partition over from the changelog would lack them.
         """
-        for number in record.chunk_numbers:
+        for number in numbers:
             chunk = self.store.get(chunk_key(key, number))
             if chunk is not None:
                 self.store[chunk_key(key, number)] = chunk

@@ -121,7 +121,7 @@ class FeedbackSink:
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._down_since: float | None = None
-        self._retrying = False
+        self._retrying = 0  # writes now failing and being retried (a batch runs two at once)
         self._last_error = ""
 
     # -- health ------------------------------------------------------------------------
@@ -179,32 +179,44 @@ class FeedbackSink:
             self._pool = None
 
     async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
-        """Write feedback rows and production shows in one transaction, retrying until done."""
+        """Write feedback rows and production shows in one transaction, retrying until done.
+
+        The worker writes a batch's shows and its feedback rows apart, at once (the shows need
+        nothing of the join, so they are written while it runs); either alone is idempotent.
+        """
         if not rows and not shows:
             return
         backoff = 0.1
-        while True:
-            try:
-                assert self._pool is not None, "sink not started"
-                async with self._pool.acquire() as conn, conn.transaction():
-                    if rows:
-                        await conn.execute(_INSERT, *_columns(rows))
-                    if shows:
-                        await conn.execute(_INSERT_SHOWN, *_show_columns(shows))
-            except _RETRYABLE as exc:
-                self._retrying = True
-                self._failed(exc)
-                self._metrics.sink_retries.inc()
-                log.warning("tip_feedback write failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff_s)
-            else:
-                self._retrying = False
-                self._succeeded()
-                if rows:
-                    self._metrics.rows_written.inc(len(rows))
-                    self._metrics.rows_written_at.set_to_current_time()
-                return
+        failing = False
+        try:
+            while True:
+                try:
+                    assert self._pool is not None, "sink not started"
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        if rows:
+                            await conn.execute(_INSERT, *_columns(rows))
+                        if shows:
+                            await conn.execute(_INSERT_SHOWN, *_show_columns(shows))
+                except _RETRYABLE as exc:
+                    if not failing:
+                        failing = True
+                        self._retrying += 1
+                    self._failed(exc)
+                    self._metrics.sink_retries.inc()
+                    what = "tip_feedback" if rows else "tip_shown"
+                    log.warning("%s write failed (%s); retrying in %.1fs", what, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._max_backoff_s)
+                else:
+                    break
+        finally:
+            if failing:
+                self._retrying -= 1
+        if not self._retrying:
+            self._succeeded()
+        if rows:
+            self._metrics.rows_written.inc(len(rows))
+            self._metrics.rows_written_at.set_to_current_time()
 
 
 def _show_columns(shows: Sequence[TipShown]) -> list[list[object]]:

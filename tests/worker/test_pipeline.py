@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -316,3 +317,29 @@ async def test_dead_letters_are_logged_with_the_ids_known(caplog: pytest.LogCapt
     second = records["invalid_json"]
     assert second.user_id == "u-key"  # type: ignore[attr-defined]
     assert second.event_id is None  # type: ignore[attr-defined]
+
+
+async def test_no_state_is_stored_before_the_rows_and_shows_are_written() -> None:
+    """The shows' write starts before the join and the rows' before the records are stored;
+    the records wait for both (an ``expired`` row stored only in state would be lost)."""
+
+    class GatedRows:
+        def __init__(self) -> None:
+            self.started: list[str] = []
+            self.open = asyncio.Event()
+
+        async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
+            self.started.append("rows" if rows else "shows")
+            await self.open.wait()
+
+    store: dict[str, bytes] = {}
+    gated = GatedRows()
+    p = Pipeline(SETTINGS, [EpsilonGreedyV1()], store, gated, Letters(), WorkerMetrics())
+    batch = asyncio.ensure_future(p.handle([raw(shown("u", "a"), 0), raw(feedback("u", "a"), 1)]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert gated.started == ["shows", "rows"]  # both under way at once
+    assert store == {}  # and nothing stored while they are
+    gated.open.set()
+    await batch
+    assert UserRecord.decode(store["u"]).pulls == 1
