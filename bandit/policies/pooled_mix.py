@@ -364,7 +364,7 @@ class PooledMix(EpsilonGreedyScores):
         if len(data) != _RIDGE_BYTES + 8 * m:
             raise ValueError(f"{self.name} user state of {len(data)} bytes")
         posterior = np.frombuffer(data, dtype="<f8", offset=_RIDGE_BYTES).astype(np.float64)
-        if not (np.all(np.isfinite(posterior)) and np.all(posterior >= 0.0)):
+        if not (np.isfinite(posterior).all() and (posterior >= 0.0).all()):
             raise ValueError(f"{self.name} user state has a posterior that is not a distribution")
         if abs(float(posterior.sum()) - 1.0) > 1e-6:
             raise ValueError(f"{self.name} user state has a posterior that is not a distribution")

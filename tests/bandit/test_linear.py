@@ -123,3 +123,21 @@ def test_new_rejects_bad_arguments() -> None:
         Ridge.new(0)
     with pytest.raises(ValueError, match="λ"):
         Ridge.new(3, 0.0)
+
+
+def test_new_ridges_share_no_arrays_and_decoded_ones_learn_alike() -> None:
+    """``new`` copies a cached blank and ``decode`` gives views of one buffer: a ridge's
+    learning must reach neither another ridge nor the blank."""
+    first, second = Ridge.new(3, 2.0), Ridge.new(3, 2.0)
+    for _ in range(RESYNC_EVERY + 1):  # past a re-sync, which replaces A⁻¹
+        first.update(np.array([1.0, 0.5, -1.0]), 1.0)
+    assert second.encode() == Ridge.new(3, 2.0).encode()
+    assert np.array_equal(Ridge.new(3, 2.0).a, 2.0 * np.eye(3))
+    decoded = Ridge.decode(second.encode())
+    for r in (decoded, second):
+        r.update(np.array([0.0, 1.0, 1.0]), -0.5)
+    assert decoded.encode() == second.encode()
+    lam = np.array([1.0, 2.0, 3.0])
+    per_feature = Ridge.new(3, lam)
+    lam[0] = 9.0  # the caller's array, changed after: no effect on later ridges
+    assert np.array_equal(Ridge.new(3, np.array([1.0, 2.0, 3.0])).lam, per_feature.lam)
