@@ -6,7 +6,7 @@ commit a flush that wakes once per record. The worker writes one record per touc
 per batch, and py-spy on a loaded worker (``bench worker --profile``, 6 Dec 2026) put that
 path at about a fifth of the worker's time. Here the table's writes are queued as they
 happen (``StateTable.on_key_set``) and ``ChangelogBatches.send`` hands them to aiokafka as
-one record batch per changelog partition:
+one record batch per changelog partition (``streams.record_batches``):
 
 - in write order per partition, which the guard chunks rely on (a chunk before the record
   that names it, a deletion after: ``streams.worker.state``); one producer's batches to one
@@ -27,6 +27,8 @@ import asyncio
 from typing import Any
 
 from faust.types import TP
+
+from streams.record_batches import send_in_batches
 
 __all__ = ["ChangelogBatches"]
 
@@ -61,37 +63,8 @@ class ChangelogBatches:
                 return
             producer = self._table.app.producer._ensure_producer()  # aiokafka's, started
             topic = self._table.changelog_topic.get_topic_name()
-            by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-            for partition, key, value in records:
-                by_partition.setdefault(partition, []).append((key, value))
-            sent: list[tuple[int, int, asyncio.Future[Any]]] = []
-            for partition, items in by_partition.items():
-                batch = producer.create_batch()
-                for key, value in items:
-                    if batch.append(key=key, value=value, timestamp=None) is not None:
-                        continue
-                    # The batch is full: send it, and start the next with this record.
-                    sent.append(await _send(producer, batch, topic, partition))
-                    batch = producer.create_batch()
-                    # An empty batch takes any one record, even one over its size (Kafka's
-                    # rule); one over the broker's limit fails its delivery, and send raises.
-                    batch.append(key=key, value=value, timestamp=None)
-                sent.append(await _send(producer, batch, topic, partition))
-            for partition, count, delivery in sent:
+            for partition, count, delivery in await send_in_batches(producer, topic, records):
                 metadata = await delivery
                 self._table.data.set_persisted_offset(
                     TP(topic, partition), metadata.offset + count - 1
                 )
-
-
-async def _send(
-    producer: Any, batch: Any, topic: str, partition: int
-) -> tuple[int, int, asyncio.Future[Any]]:
-    """Hand a record batch to aiokafka: its partition, record count and delivery future.
-
-    Closed first: no other send joins it, and aiokafka sends a closed batch at once instead
-    of letting it linger (``producer_linger_ms``) for records that will not come."""
-    batch.close()
-    count = batch.record_count()
-    delivery: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
-    return partition, count, delivery
