@@ -6,10 +6,13 @@
 2. The same run again (same seed: the same users, candidates and choices, so messages of the
    same sizes and keys, in the same order), this time keeping every message it produced, and
    those bytes produced with a bare ``AIOKafkaProducer`` of the same configuration (same
-   in-flight bound): the broker's and client's ceiling on this machine. The timed run keeps
+   in-flight bound), twice: one ``send`` per message (raw aiokafka, the issue's baseline),
+   and as record batches per partition, the way load mode itself sends
+   (``streams.record_batches``): the client's ceiling on this machine. The timed run keeps
    nothing: holding every message cost the simulator a quarter of its rate (its garbage
    collections walk them all), which a user's run never pays.
-3. The ratio sim / raw, and the sim at a fixed, reachable target to show it keeps the pace.
+3. The ratios sim / raw and sim / raw batched, and the sim at a fixed, reachable target to
+   show it keeps the pace.
 
 Numbers are messages per second (a show and its feedback are two messages).
 """
@@ -29,17 +32,23 @@ SIM_SECONDS = 5.0
 PACED_RATE = 2000.0
 PACED_SECONDS = 3.0
 MAX_IN_FLIGHT = 1000
+BURST = 512  # load mode's (streams.sim.load.produce_at_rate)
 
 
-async def raw_produce(settings: Settings, messages: list[Message]) -> float:
-    """Messages per second of plain aiokafka sends of pre-encoded messages."""
+async def raw_produce(settings: Settings, messages: list[Message], *, batched: bool) -> float:
+    """Messages per second of pre-encoded messages: plain aiokafka sends, one per message, or
+    (``batched``) record batches per partition in bursts of 512, as load mode sends."""
     producer = make_producer(settings, linger_ms=20)
     await producer.start()
     try:
         publisher = Publisher(producer, MAX_IN_FLIGHT)
         start = time.perf_counter()
-        for topic, key, value in messages:
-            await publisher.send(topic, key, value)
+        if batched:
+            for first in range(0, len(messages), BURST):
+                await publisher.send_many(messages[first : first + BURST])
+        else:
+            for topic, key, value in messages:
+                await publisher.send(topic, key, value)
         await publisher.drain()
         elapsed = time.perf_counter() - start
     finally:
@@ -65,7 +74,8 @@ async def run_load_bench(settings: Settings) -> dict[str, float]:
     await run_load(
         settings, _config(1, 1e9, SIM_SECONDS), quiet=True, record=False, capture=captured
     )
-    raw_rate = await raw_produce(settings, captured)
+    raw_rate = await raw_produce(settings, captured, batched=False)
+    raw_batched_rate = await raw_produce(settings, captured, batched=True)
     paced = await run_load(
         settings, _config(2, PACED_RATE, PACED_SECONDS), quiet=True, record=False
     )
@@ -73,6 +83,8 @@ async def run_load_bench(settings: Settings) -> dict[str, float]:
         "sim_rate_msgs_per_s": flat_out.achieved_rate,
         "raw_rate_msgs_per_s": raw_rate,
         "sim_over_raw": flat_out.achieved_rate / raw_rate if raw_rate else 0.0,
+        "raw_batched_rate_msgs_per_s": raw_batched_rate,
+        "sim_over_raw_batched": flat_out.achieved_rate / raw_batched_rate,
         "messages": float(flat_out.messages),
         "sim_peak_in_flight": float(flat_out.peak_in_flight),
         "paced_target_msgs_per_s": PACED_RATE,

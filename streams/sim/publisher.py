@@ -8,12 +8,16 @@ acknowledgement, so a slow broker slows the run down instead of growing a queue.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from streams.record_batches import send_in_batches
 from streams.settings import Settings
 from streams.sim.config import SimFailedError
+from streams.worker.partitioning import partition_for_bytes
 
 __all__ = ["Message", "Publisher", "make_producer"]
 
@@ -50,6 +54,7 @@ class Publisher:
         self._error: BaseException | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._partitions: dict[str, int] = {}  # per topic, for send_many
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         if self._error is not None:
@@ -68,22 +73,67 @@ class Publisher:
             self._release()
             raise
         self.sent += 1
-        future.add_done_callback(self._done)
+        future.add_done_callback(functools.partial(self._done, 1))
 
-    def _release(self) -> None:
-        self.in_flight -= 1
-        self._slots.release()
+    async def send_many(self, messages: Sequence[Message]) -> None:
+        """``send`` for many messages at once, as record batches per partition
+        (``streams.record_batches``): what load mode sends a burst with. The partition is the
+        default partitioner's (murmur2 of the key), so the messages land where ``send``
+        would put them."""
+        if self._error is not None:
+            raise SimFailedError(f"Kafka send failed: {self._error!r}") from self._error
+        if self.producer is None:
+            self.sent += len(messages)
+            self.acked += len(messages)
+            return
+        for start in range(0, len(messages), self.max_in_flight):
+            await self._send_batches(messages[start : start + self.max_in_flight])
+
+    async def _send_batches(self, messages: Sequence[Message]) -> None:
+        """At most ``max_in_flight`` messages: their slots, then their batches."""
+        assert self.producer is not None
+        by_topic: dict[str, list[tuple[int, bytes | None, bytes | None]]] = {}
+        for topic, key, value in messages:
+            partitions = self._partitions.get(topic)
+            if partitions is None:
+                partitions = self._partitions[topic] = len(
+                    await self.producer.partitions_for(topic)
+                )
+            by_topic.setdefault(topic, []).append(
+                (partition_for_bytes(key, partitions), key, value)
+            )
+        for _ in messages:  # a slot per message, as send takes
+            await self._slots.acquire()
+        self.in_flight += len(messages)
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._idle.clear()
+        handed = 0
+        try:
+            for topic, records in by_topic.items():
+                for batch in await send_in_batches(self.producer, topic, records):
+                    handed += batch.records
+                    batch.delivery.add_done_callback(functools.partial(self._done, batch.records))
+        finally:
+            self._release(len(messages) - handed)  # what never reached aiokafka
+        self.sent += len(messages)
+
+    def _release(self, count: int = 1) -> None:
+        if not count:
+            return
+        self.in_flight -= count
+        for _ in range(count):
+            self._slots.release()
         if self.in_flight == 0:
             self._idle.set()
 
-    def _done(self, future: asyncio.Future[Any]) -> None:
-        self._release()
+    def _done(self, count: int, future: asyncio.Future[Any]) -> None:
+        self._release(count)
         if future.cancelled():
             self._error = self._error or asyncio.CancelledError("send cancelled")
         elif future.exception() is not None:
             self._error = self._error or future.exception()
         else:
-            self.acked += 1
+            self.acked += count
 
     async def drain(self) -> None:
         """Wait until every send so far is acknowledged; raise the first failure."""
