@@ -54,6 +54,7 @@ ALL: list[Callable[[], Policy]] = [
     PooledV1,
     lambda: PooledMix("pooledmix-v1", c=0.8),  # the mixtures: a large ε so every index is drawn
     lambda: PooledMix("pooledmix-v3", c=0.8),  # often
+    lambda: PooledMix("pooledmix-v3", c=0.8, prior="gaussian"),
     lambda: OraclePolicy(reward_of),
 ]
 
