@@ -1,5 +1,6 @@
 """The pooled-mixture family: a per-user ridge shrunk towards the closest of several pooled
-models ("types"). Presets by wire name: ``pooledmix-v1`` and ``pooledmix-v3``.
+models ("types"), or towards one learned population prior N(μ, Σ) (the gaussian prior,
+pooledmix-v3's since 6 Dec). Presets by wire name: ``pooledmix-v1`` and ``pooledmix-v3``.
 
 ``pooled-v1`` shrinks every user towards one model pooled over everyone; when users differ
 in kind (one persona likes high priority, another low) that single prior is wrong for some
@@ -47,13 +48,17 @@ alternate), against 0.557 / 0.494 with the diagonal only.
   O(d³) per event, d = 5.
 - A record without moments (the ridge alone, or a types record of the same preset) gets
   its moments against the hyperprior alone, a deterministic choice.
-- Not pooledmix-v3's default. In memory (the simulator's schedule, 50 users per persona ×
-  20 rounds) it closes 0.557 / 0.510 of the gap on world seeds 0–4 (standard / alternate)
-  and 0.561 / 0.506 on held-out seeds 5–9, against 0.531 / 0.482 and 0.533 / 0.497 for the
-  types; but over the last 200 of 1000 rounds the alternate personas get 0.947 (seeds 0–4)
-  and 0.952 (5–9) against 0.954 and 0.963: one Gaussian couples every user's coefficients
-  by the population's correlations, and an atypical user can lock in on a wrong overdue
-  slope (LEARNING.md).
+- Scores (``ucb`` = α): m·x + α sqrt(xᵀ V x), the posterior's optimism, under the same
+  ε-greedy (so the choice is still deterministic given the state, and propensities exact).
+  With the posterior mean alone (α = 0) an atypical user can lock in on a wrong slope: one
+  Gaussian couples every user's coefficients by the population's correlations, and once
+  overdue tips look bad only the 2% exploration shows them again.
+- pooledmix-v3's prior since 6 Dec, with α = 0.3. In memory (the simulator's schedule, 50
+  users per persona × 20 rounds) it closes 0.576 / 0.518 of the gap on world seeds 0–4
+  (standard / alternate) and 0.560 / 0.532 on held-out seeds 5–9, against 0.531 / 0.482
+  and 0.533 / 0.497 for the types (α = 0: 0.557 / 0.510 and 0.561 / 0.506, but 0.947 on
+  the alternate long run, last 200 of 1000 rounds, seeds 0–4; α = 0.3: 0.953). The
+  measurements are in LEARNING.md.
 
 The presets differ in features, types and priors:
 
@@ -68,11 +73,13 @@ The presets differ in features, types and priors:
   priority slope varies a lot (sd ≈ 0.33). The user's prior precision is σ² / var(coefficient
   across users), roughly ``V3_USER_LAMBDA``: 30 on the level, 3 on the priority slope, 25 on
   overdue, 20 on each hour band, so a new user's rewards move its priority slope first. The
-  types are a 5 × 3 grid in the centred coordinates (``centred_grid``); σ² = 0.3.
-  Exploration starts at c = 0.03 (pooledmix-v1: 0.1), so ε is 0.03 on a user's first
-  choice and the 0.02 floor from the third: uniform exploration costs a user with 20
-  rewards more than it teaches, and off-policy coverage is the exploration floor's job
-  (``ExplorationFloor``). The measurements behind these choices are in LEARNING.md.
+  types are a 5 × 3 grid in the centred coordinates (``centred_grid``); σ² = 0.3. Since
+  6 Dec the prior is the gaussian one (above), ``ucb`` 0.3, its hyperprior the grid's
+  centre and σ² Λ_u⁻¹; ``prior="types"`` gives the mixture it replaced. Exploration
+  starts at c = 0.03 (pooledmix-v1: 0.1), so ε is 0.03 on a user's first choice and the
+  0.02 floor from the third: uniform exploration costs a user with 20 rewards more than it
+  teaches, and off-policy coverage is the exploration floor's job (``ExplorationFloor``).
+  The measurements behind these choices are in LEARNING.md.
 
 ``pooledmix-v2`` (features_v2, a 5 × 3 grid, λ 8 on the task coefficients) is retired in
 favour of ``pooledmix-v3`` (see ``bandit.registry``).
@@ -89,7 +96,7 @@ favour of ``pooledmix-v3`` (see ``bandit.registry``).
 >>> again = pol.decode_user(pol.encode_user(alice))
 >>> again.weights.tolist() == alice.weights.tolist(), int(alice.weights.sum())
 (True, 256)
->>> pol = PooledMix("pooledmix-v3")
+>>> pol = PooledMix("pooledmix-v3", prior="types")  # the mixture before 6 Dec
 >>> shared, bob = pol.new_shared(), pol.new_user()
 >>> bob.ridge.lam.tolist()
 [30.0, 3.0, 25.0, 20.0, 20.0]
@@ -106,7 +113,7 @@ favour of ``pooledmix-v3`` (see ``bandit.registry``).
 With the gaussian prior, carol's two rewards turn her model to low priority, and the
 population prior (one type: N(μ, Σ)) moves a little towards her; her record is 591 bytes:
 
->>> pol = PooledMix("pooledmix-v3", prior="gaussian")
+>>> pol = PooledMix("pooledmix-v3")  # the gaussian prior, ucb 0.3
 >>> shared, carol = pol.new_shared(), pol.new_user()
 >>> pol.update(carol, shared, Moment(12, 2), tasks[1], -0.9)  # carol dislikes priority 4
 >>> pol.update(carol, shared, Moment(12, 2), tasks[0], -0.1)
@@ -291,6 +298,7 @@ class PooledMixPreset:
     sigma2: float
     c: float  # where exploration starts (``decaying_epsilon``)
     prior: str = "types"  # or "gaussian": one learned N(μ, Σ) (``PRIORS``)
+    ucb: float = 0.0  # the gaussian prior's optimism: α in m·x + α sqrt(xᵀ V x)
 
 
 PRIORS = ("types", "gaussian")
@@ -304,7 +312,15 @@ PRESETS: Mapping[str, PooledMixPreset] = {
             "pooledmix-v1", features_v2, features_v2_many, default_prototypes, 4.0, 0.45, 0.1
         ),
         PooledMixPreset(
-            "pooledmix-v3", features_v3, features_v3_many, centred_grid, V3_USER_LAMBDA, 0.3, 0.03
+            "pooledmix-v3",
+            features_v3,
+            features_v3_many,
+            centred_grid,
+            V3_USER_LAMBDA,
+            0.3,
+            0.03,
+            prior="gaussian",
+            ucb=0.3,
         ),
     )
 }
@@ -331,6 +347,7 @@ class PooledMix(EpsilonGreedyScores):
         "prior_users",
         "prototypes",
         "sigma2",
+        "ucb",
     )
 
     def __init__(
@@ -345,6 +362,7 @@ class PooledMix(EpsilonGreedyScores):
         epsilon_min: float = 0.02,
         prior: str | None = None,
         prior_users: float = PRIOR_USERS,
+        ucb: float | None = None,
     ) -> None:
         base = PRESETS.get(preset)
         if base is None:
@@ -356,6 +374,8 @@ class PooledMix(EpsilonGreedyScores):
         if protos.ndim != 2 or protos.shape[1] != V2_DIM or protos.shape[0] < 1:
             raise ValueError(f"prototypes must be an M × {V2_DIM} array")
         prior = base.prior if prior is None else prior
+        if ucb is None:  # the preset's, when its prior is the one asked for
+            ucb = base.ucb if prior == base.prior else 0.0
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, not {prior!r}")
         positive = bool(np.all(np.asarray(lam) > 0)) and lam_pool > 0 and sigma2 > 0
@@ -363,6 +383,8 @@ class PooledMix(EpsilonGreedyScores):
             raise ValueError(
                 "need lam_user, lam_pool, sigma2, prior_users > 0, c ≥ 0, 0 ≤ epsilon_min ≤ 1"
             )
+        if ucb < 0 or (ucb > 0 and prior != "gaussian"):
+            raise ValueError("ucb is a width ≥ 0, and only the gaussian prior has one")
         self.name = base.name
         self.fmap = base.fmap
         self.fmap_many = base.fmap_many
@@ -374,6 +396,7 @@ class PooledMix(EpsilonGreedyScores):
         self.epsilon_min = epsilon_min
         self.prior = prior
         self.prior_users = prior_users
+        self.ucb = ucb
         # The gaussian prior's hyperprior: the prototypes' mean, and σ² Λ_u⁻¹ (the spread
         # that Λ_u stands for, λ_j ≈ σ² / var θ_j).
         self.mean0 = np.asarray(protos.mean(axis=0), dtype=np.float64)
@@ -448,14 +471,19 @@ class PooledMix(EpsilonGreedyScores):
         w = np.exp(ll - ll.max())
         return np.asarray(w / w.sum(), dtype=np.float64)
 
+    def posterior(self, user: MixUser, shared: Pool | None) -> tuple[FloatArray, FloatArray]:
+        """The gaussian prior's posterior N(m, V) of the user's θ under the prior N(μ, Σ) of
+        the other users (d and d × d)."""
+        mu, cov = gaussian_prior(
+            self._others(user, shared), self.mean0, self.cov0, self.prior_users
+        )
+        rows = RidgeRows.of([user.ridge])
+        m, v = gaussian_posterior(rows.gram(), rows.b, mu, cov, self.sigma2)
+        return np.asarray(m[0], dtype=np.float64), np.asarray(v[0], dtype=np.float64)
+
     def theta(self, user: MixUser, shared: Pool | None) -> FloatArray:
-        if self.gaussian:  # the posterior mean under N(μ, Σ) of the other users
-            mu, cov = gaussian_prior(
-                self._others(user, shared), self.mean0, self.cov0, self.prior_users
-            )
-            rows = RidgeRows.of([user.ridge])
-            mean = gaussian_posterior(rows.gram(), rows.b, mu, cov, self.sigma2)[0]
-            return np.asarray(mean[0], dtype=np.float64)
+        if self.gaussian:  # the posterior mean
+            return self.posterior(user, shared)[0]
         thetas = self.type_thetas(shared)
         best = first_argmax(self.type_posterior(user.ridge, thetas))
         return user.ridge.theta(prior=thetas[best])
@@ -466,7 +494,13 @@ class PooledMix(EpsilonGreedyScores):
     def scores(
         self, user: MixUser, shared: Pool | None, moment: Moment, tasks: Sequence[Task]
     ) -> FloatArray:
-        return design(self.fmap, moment, tasks) @ self.theta(user, shared)
+        """θ·x; with the gaussian prior and ``ucb`` = α > 0, m·x + α sqrt(xᵀ V x)."""
+        x = design(self.fmap, moment, tasks)
+        if not (self.gaussian and self.ucb > 0.0):
+            return x @ self.theta(user, shared)
+        m, v = self.posterior(user, shared)
+        width = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, v, x), 0.0))
+        return np.asarray(x @ m + self.ucb * width, dtype=np.float64)
 
     def update(
         self, user: MixUser, shared: Pool | None, moment: Moment, task: Task, reward: float

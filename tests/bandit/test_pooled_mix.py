@@ -113,12 +113,16 @@ def test_codec_round_trip_and_bad_input() -> None:
         PooledMix("pooledmix-v1", prototypes=np.zeros((2, 3)))
 
 
-def test_registered_with_fifteen_centred_types_and_per_feature_prior() -> None:
+def test_registered_with_the_gaussian_prior_and_per_feature_lambda() -> None:
     pol = make_policy("pooledmix-v3")
     assert isinstance(pol, PooledMix)
     assert pol.name == "pooledmix-v3"
+    assert (pol.prior, pol.ucb, pol.new_shared().types) == ("gaussian", 0.3, 1)
+    np.testing.assert_allclose(pol.mean0, [-0.65, 0.0, 0.0, 0.0, 0.0], atol=1e-12)  # the centre
+    np.testing.assert_allclose(np.diag(pol.cov0), 0.3 / np.array(V3_USER_LAMBDA))
+    types = PooledMix("pooledmix-v3", prior="types")  # the mixture it replaced (6 Dec)
     assert centred_grid().shape == (15, 5)
-    assert pol.new_shared().types == 15
+    assert (types.new_shared().types, types.ucb) == (15, 0.0)
     assert pol.new_user().ridge.lam.tolist() == list(V3_USER_LAMBDA)
     with pytest.raises(ValueError, match="lam_user"):
         PooledMix("pooledmix-v3", lam_user=np.array([1.0, 0.0, 1.0, 1.0, 1.0]))
@@ -147,7 +151,7 @@ def test_features_v3_is_features_v2_with_the_task_columns_centred() -> None:
     ("pol", "fmap", "lam_diag"),
     [
         (PooledMix("pooledmix-v1", lam_pool=1e6), features_v2, (4.0,) * 5),
-        (PooledMix("pooledmix-v3", lam_pool=1e6), features_v3, V3_USER_LAMBDA),
+        (PooledMix("pooledmix-v3", prior="types", lam_pool=1e6), features_v3, V3_USER_LAMBDA),
     ],
     ids=["pooledmix-v1", "pooledmix-v3"],
 )
@@ -175,7 +179,7 @@ def test_user_model_is_ridge_shrunk_towards_its_type_with_per_feature_lambda(
 def test_a_user_who_dislikes_priority_is_switched_to_low_priority_tips_quickly() -> None:
     # Noise-free rewards from the low-priority type's own line: after a handful of
     # priority-4 shows the user's type, and so the greedy tip, flip to priority 1.
-    pol = PooledMix("pooledmix-v3", lam_pool=1e6)
+    pol = PooledMix("pooledmix-v3", prior="types", lam_pool=1e6)
     low = centred_grid()[13]  # priority slope −0.5, overdue 0
     user, shared = pol.new_user(), pol.new_shared()
     moment = Moment(12, 2)

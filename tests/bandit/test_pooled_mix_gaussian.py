@@ -152,3 +152,24 @@ def test_the_prior_learns_the_population_mean_and_its_correlations() -> None:
     fresh = pol.new_user()
     pol.update(fresh, shared, Moment(7, 2), Task("hi", 4, False, 1.0), -0.9)
     assert pol.theta(fresh, shared)[1] < mu[1]
+
+
+def test_ucb_scores_add_the_posterior_width_and_propensities_stay_exact() -> None:
+    pol = _gaussian(ucb=0.3)
+    users, shared = _warm(pol, np.random.default_rng(7), 4, 5)
+    user = users[1]
+    block = _block(np.random.default_rng(8), 1)
+    tasks = [block.task(0, j) for j in range(3)]
+    m, v = pol.posterior(user, shared)
+    x = np.stack([features_v3(block.moment(0), t) for t in tasks])
+    want = x @ m + 0.3 * np.sqrt(np.einsum("ij,jk,ik->i", x, v, x))
+    np.testing.assert_allclose(pol.scores(user, shared, block.moment(0), tasks), want, atol=1e-12)
+    np.testing.assert_allclose(m, pol.theta(user, shared), atol=0)
+    p = pol.probabilities(user, shared, block.moment(0), tasks)
+    c = pol.choose(user, shared, block.moment(0), tasks, np.random.default_rng(9))
+    assert c.propensity == p[c.index]
+    assert int(np.argmax(p)) == int(np.argmax(want))
+    with pytest.raises(ValueError, match="ucb"):
+        PooledMix("pooledmix-v1", ucb=0.3)
+    with pytest.raises(ValueError, match="ucb"):
+        _gaussian(ucb=-0.1)
