@@ -23,7 +23,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Coroutine, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -33,6 +33,7 @@ import numpy as np
 from bandit.base import Policy
 from schemas.events import DecodeError, TipFeedback, TipShown, decode_feedback, decode_shown
 from streams.settings import Settings
+from streams.worker.hot_cache import HotCache
 from streams.worker.joiner import FeedbackRow, Joiner, PolicyModels
 from streams.worker.learning import Learner, learn_together
 from streams.worker.metrics import WorkerMetrics
@@ -55,13 +56,6 @@ __all__ = ["BatchSteps", "DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent",
 log = logging.getLogger(__name__)
 
 YIELD_EVERY_USERS = 200
-# What a cached user counts for in the hot cache's bound: an estimate of the memory its
-# decoded objects take, measured with tracemalloc (6 Dec 2026): a record with 70 settled tips
-# (909 bytes encoded, 67 guards in chunks) takes 2,507 bytes decoded and its pooledmix-v3
-# state 1,402, about 4 bytes a byte of the record; each guard from a chunk about 350 bytes
-# decoded (48 packed). Counting 48 for those let a 16 MiB cache hold about 100 MiB.
-DECODED_BYTES_PER_RECORD_BYTE = 4
-DECODED_GUARD_BYTES = 350
 # Outcomes that say an event was seen before: its user's state is written again (_write_again).
 REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
 
@@ -133,20 +127,6 @@ def _written_later(write: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
 
 class DeadLetterSink(Protocol):
     async def send(self, letter: DeadLetter) -> None: ...
-
-
-@dataclass(slots=True)
-class _Hot:
-    """A decoded record and its models, valid while the store still holds ``blob``.
-
-    ``size`` is what the cache is bounded by: the record's encoded bytes and its guard
-    chunks' (decoded, it takes a few times more; BENCHMARKS.md gives the ratio measured).
-    """
-
-    blob: bytes
-    record: UserRecord
-    models: dict[str, Any]
-    size: int
 
 
 @dataclass(slots=True)
@@ -232,17 +212,14 @@ class Pipeline:
         self._due: dict[int, dict[str, int]] = {}
         self._indexed: set[int] = set()  # partitions whose index and pools are built
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
-        self._hot: OrderedDict[str, _Hot] = OrderedDict()  # least recently used first
-        self._hot_bytes = 0
-        self._hot_max_bytes = round(settings.hot_cache_mb * 2**20)
+        self.hot = HotCache(round(settings.hot_cache_mb * 2**20))
         self.steps = BatchSteps()  # the last batch's
 
     # -- partitions --------------------------------------------------------------------
 
     def on_partitions_changed(self, active: set[int]) -> None:
         """Forget what we knew of partitions we may have lost or gained (rebalance)."""
-        self._hot.clear()  # also guarded by identity in _load; clearing frees the memory
-        self._hot_bytes = 0
+        self.hot.clear()  # also guarded by the bytes in _load; clearing frees the memory
         for partition in list(self._indexed):
             if partition not in active:
                 self._forget_partition(partition)
@@ -407,7 +384,7 @@ class Pipeline:
             self.store[e.key] = e.blob
             for number in e.gone:  # after it
                 self.store.pop(chunk_key(e.key, number), None)
-            self._remember(e.key, e.blob, e.record, e.models)
+            self.hot.put(e.key, e.blob, e.record, e.models)
         steps.mark("store")
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
@@ -488,13 +465,10 @@ class Pipeline:
 
     def _load(self, key: str) -> tuple[UserRecord, dict[str, Any]]:
         blob = self.store.get(key)
-        hot = self._hot.get(key)
-        # Equal bytes, not the same object: a store on disk returns a new one on every read.
-        if hot is not None and blob == hot.blob:
-            self._hot.move_to_end(key)
+        hot = self.hot.get(key, blob)
+        if hot is not None:
             return hot.record, hot.models
         # Not cached, or the store holds other bytes (recovered from the changelog, reset).
-        self._forget_hot(key)
         if blob is None:
             return UserRecord(), {}
         record = UserRecord.decode(blob)
@@ -509,23 +483,6 @@ class Pipeline:
             record.load_chunk(number, decode_chunk(chunk))
         return record, {}
 
-    def _remember(self, key: str, blob: bytes, record: UserRecord, models: dict[str, Any]) -> None:
-        """Keep the decoded record for the next batch, least recently used out first, so the
-        cache's memory is bounded whatever the number of users and of guards."""
-        self._forget_hot(key)
-        size = DECODED_BYTES_PER_RECORD_BYTE * len(blob) + DECODED_GUARD_BYTES * len(
-            record.archived
-        )
-        self._hot[key] = _Hot(blob, record, models, size)
-        self._hot_bytes += size
-        while self._hot_bytes > self._hot_max_bytes and self._hot:
-            self._hot_bytes -= self._hot.popitem(last=False)[1].size
-
-    def _forget_hot(self, key: str) -> None:
-        hot = self._hot.pop(key, None)
-        if hot is not None:
-            self._hot_bytes -= hot.size
-
     def _fail_group(
         self, key: str, group: _Group, exc: Exception, broken: set[int]
     ) -> list[DeadLetter]:
@@ -536,7 +493,7 @@ class Pipeline:
             exc_info=exc,
             extra={"user_id": group.user_id, "run_id": group.run_id},
         )
-        self._forget_hot(key)  # its cached record may be half-updated
+        self.hot.forget(key)  # its cached record may be half-updated
         broken.add(group.partition)  # and so may its share of the pools
         return [
             DeadLetter(

@@ -81,10 +81,10 @@ async def test_the_hot_cache_is_bounded_by_bytes_least_recently_used_out_first()
         await p.handle(
             [raw(shown(user, "a"), 2 * offset), raw(feedback(user, "a"), 2 * offset + 1)]
         )
-    assert sum(hot.size for hot in p._hot.values()) == p._hot_bytes <= 16384
-    assert 0 < len(p._hot) < 50
-    assert list(p._hot)[-1] == "u49"  # the newest stays, the oldest went first
-    assert "u0" not in p._hot
+    assert sum(hot.size for hot in p.hot.entries()) == p.hot.bytes <= 16384
+    assert 0 < len(p.hot.keys()) < 50
+    assert p.hot.keys()[-1] == "u49"  # the newest stays, the oldest went first
+    assert "u0" not in p.hot
     # An evicted user is read back from the store, not lost.
     await p.handle([raw(shown("u0", "b"), 200), raw(feedback("u0", "b"), 201)])
     assert UserRecord.decode(store["u0"]).pulls == 2
@@ -130,7 +130,7 @@ async def test_a_failing_user_is_dead_lettered_and_others_go_on(
     p, rows, letters = pipeline(store)
     await p.handle([raw(shown("bad", "a"), 0), raw(shown("good", "a"), 1)])
     before = store["bad"]
-    store_blob_is_cached = p._hot["bad"].blob is before
+    store_blob_is_cached = p.hot["bad"].blob is before
     assert store_blob_is_cached
 
     class FailingJoiner(Joiner):
@@ -151,7 +151,7 @@ async def test_a_failing_user_is_dead_lettered_and_others_go_on(
     assert letter.event_id == orjson.loads(letter.event.value)["eventId"]
     assert letter.user_id == "bad"
     assert store["bad"] is before  # untouched
-    assert "bad" not in p._hot  # and no half-updated cached copy survives
+    assert "bad" not in p.hot  # and no half-updated cached copy survives
     assert [r.user_id for r in rows.rows] == ["good"]
 
 
@@ -263,7 +263,7 @@ async def test_a_failing_learning_step_dead_letters_only_the_users_of_that_call(
     assert {d.code for d in letters} == {"internal_error"}
     assert len(letters) == 6 * len(victims)  # every event of theirs, none lost
     assert {key: store[key] for key in victims} == kept
-    assert not victims & set(p._hot)
+    assert not victims & set(p.hot.keys())
     others = [f"user-{u}" for u in range(10) if f"user-{u}" not in victims]
     assert all(UserRecord.decode(store[key]).pulls == 6 for key in others)
     assert {r.user_id for r in p.rows.rows[-3 * len(others) :]} == set(others)  # type: ignore[attr-defined]
