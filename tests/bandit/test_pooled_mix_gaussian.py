@@ -13,13 +13,9 @@ import pytest
 
 from bandit.base import Moment, Task
 from bandit.features import features_v3
-from bandit.policies.pooled_mix import (
-    MOMENTS,
-    MixUser,
-    PooledMix,
-    gaussian_prior,
-)
+from bandit.policies.pooled_mix import MixUser, PooledMix
 from bandit.pool import Contribution, PoolStats
+from bandit.population import MOMENTS, gaussian_prior
 from tests.bandit.test_pooled_mix_many import _block, _rebuilt, _warm
 
 RIDGE_BYTES = 511
