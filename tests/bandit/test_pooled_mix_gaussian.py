@@ -6,8 +6,6 @@ the closed-form posterior mean; the prior learns the population's mean and corre
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,7 @@ from bandit.features import features_v3
 from bandit.policies.pooled_mix import MixUser, PooledMix
 from bandit.pool import Contribution, PoolStats
 from bandit.population import MOMENTS, gaussian_prior
-from tests.bandit.test_pooled_mix_many import _block, _rebuilt, _warm
+from tests.bandit.test_pooled_mix_many import _block, _warm
 
 RIDGE_BYTES = 511
 
@@ -88,24 +86,6 @@ def test_codec_round_trip_record_size_and_legacy_records() -> None:
         pol.decode_user(nan)
     with pytest.raises(ValueError, match="prior"):
         PooledMix("pooledmix-v3", prior="flat")
-
-
-@pytest.mark.parametrize("rounds", [0, 3, 70])  # 70: past a ridge re-sync (every 64 updates)
-def test_each_user_learns_as_if_alone_against_the_pool_at_the_call(rounds: int) -> None:
-    pol = _gaussian()
-    rng = np.random.default_rng(rounds)
-    users, shared = _warm(pol, rng, 12, rounds)
-    block = _block(rng, 12)
-    chosen = rng.integers(0, 3, 12)
-    rewards = rng.uniform(-1.0, 0.0, 12)
-    alone = []
-    for i, user in enumerate(users):
-        one, pool = copy.deepcopy(user), copy.deepcopy(shared)
-        pol.update(one, pool, block.moment(i), block.task(i, int(chosen[i])), float(rewards[i]))
-        alone.append(pol.encode_user(one))
-    pol.update_many(users, shared, block, chosen, rewards)
-    assert [pol.encode_user(u) for u in users] == alone
-    assert shared == _rebuilt(pol, users)
 
 
 def test_user_model_is_the_posterior_mean_under_the_other_users_prior() -> None:

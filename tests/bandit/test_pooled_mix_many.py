@@ -48,7 +48,7 @@ def _rebuilt(pol: PooledMix, users: list[MixUser]) -> PoolStats:
     return pool
 
 
-@pytest.mark.parametrize("preset", ["pooledmix-v1", "pooledmix-v3"])
+@pytest.mark.parametrize("preset", ["pooledmix-v1", "pooledmix-v3"])  # types; gaussian prior
 @pytest.mark.parametrize("rounds", [0, 3, 70])  # 70: past a ridge re-sync (every 64 updates)
 def test_each_user_learns_as_if_alone_against_the_pool_at_the_call(
     preset: str, rounds: int
