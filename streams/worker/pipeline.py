@@ -24,7 +24,7 @@ import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -118,11 +118,6 @@ class _Encoded(NamedTuple):
     new_chunks: dict[int, bytes]
     blob: bytes
     gone: list[int]
-
-
-def _written_later(write: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
-    """Start a write now; the batch awaits it before storing any state."""
-    return asyncio.ensure_future(write)
 
 
 class DeadLetterSink(Protocol):
@@ -326,7 +321,7 @@ class Pipeline:
             group.raws.append(raw)
         self._add_due_expiries(groups)
         # The shows' rows need nothing of the join: into PostgreSQL while it runs.
-        shows_written = _written_later(self.rows.write((), shows)) if shows else None
+        shows_written = asyncio.ensure_future(self.rows.write((), shows)) if shows else None
         steps.mark("decode")
 
         joined: dict[str, _Joined] = {}
@@ -367,7 +362,7 @@ class Pipeline:
         self.metrics.reward_latency.observe_many(np.maximum(0.0, latencies / 1000))
 
         steps.mark("learn")  # the learned models encoded into their records
-        rows_written = _written_later(self.rows.write(rows)) if rows else None
+        rows_written = asyncio.ensure_future(self.rows.write(rows)) if rows else None
         # Encode the records while PostgreSQL writes the rows; store none of them before.
         encoded = []
         for key, (record, models, stored, replayed) in records.items():
