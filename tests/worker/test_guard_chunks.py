@@ -13,6 +13,7 @@ from bandit.base import Policy
 from bandit.policies.egreedy import EpsilonGreedyV1
 from bandit.registry import DEFAULT_POLICY, make_policy
 from streams.settings import Settings
+from streams.worker import state
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import Pipeline, RawEvent
@@ -23,6 +24,7 @@ from tests.worker.test_pipeline import Letters, Rows
 SETTINGS = Settings()
 T0_MS = 1_795_770_000_000  # stream time of the first batch; later ones are spaced a minute
 USER = "u-chunks"
+SMALL_CHUNK_BYTES = 250  # about three UUID tips' guards: a short run fills several
 
 
 class ChangelogStore(UserDict[str, bytes]):
@@ -84,11 +86,24 @@ async def test_a_week_of_tips_is_written_in_small_records_and_every_guard_holds(
     assert record_of(store).pulls == 70
 
 
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of about three UUID tips' guards, so that a short run fills several."""
+    monkeypatch.setattr(state, "CHUNK_MAX_BYTES", SMALL_CHUNK_BYTES)
+
+
+@pytest.mark.parametrize(
+    "chunk_bytes", [SMALL_CHUNK_BYTES, state.CHUNK_MAX_BYTES], ids=["small", "default"]
+)
 @pytest.mark.parametrize("retention_s", [7 * 86_400, 300], ids=["week", "5-minutes"])
-async def test_every_crash_point_of_a_batch_is_replayed_exactly_once(retention_s: int) -> None:
+async def test_every_crash_point_of_a_batch_is_replayed_exactly_once(
+    retention_s: int, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cut each batch's changelog writes after every prefix (a crash loses the rest), start a
     fresh worker on what landed, replay the batch: the model is as if nothing had happened.
-    With a 5-minute retention, guards are forgotten and chunks deleted as the run goes."""
+    With a 5-minute retention, guards are forgotten (and, with small chunks, whole chunks
+    deleted) as the run goes; with the default size, the one chunk is rewritten as it grows."""
+    monkeypatch.setattr(state, "CHUNK_MAX_BYTES", chunk_bytes)
     settings = Settings(dedupe_retention_s=retention_s)
     batches = tip_batches(3 * 5 + 2)
     store = ChangelogStore()
@@ -114,10 +129,14 @@ async def test_every_crash_point_of_a_batch_is_replayed_exactly_once(retention_s
             assert (got.pulls, got.policy_blobs) == (want.pulls, want.policy_blobs), (k, cut)
             cuts += 1
     assert cuts > len(batches)  # some batches wrote a chunk before their record
-    if retention_s == 300:
+    chunk_writes = [key for key, value in store.writes if value is not None and is_chunk_key(key)]
+    if chunk_bytes > SMALL_CHUNK_BYTES:
+        assert len(chunk_writes) > len(set(chunk_writes))  # a chunk was rewritten as it grew
+    if retention_s == 300 and chunk_bytes == SMALL_CHUNK_BYTES:
         assert any(value is None for _, value in store.writes)  # chunks were deleted
 
 
+@pytest.mark.usefixtures("small_chunks")
 async def test_chunked_guards_are_forgotten_on_stream_time_and_old_shows_stay_refused() -> None:
     settings = Settings(dedupe_retention_s=3600)
     store = ChangelogStore()

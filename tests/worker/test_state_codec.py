@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.worker.state import (
+    CHUNK_MAX_BYTES,
     GUARDS_IN_RECORD,
     PendingShow,
     Settled,
@@ -124,15 +125,51 @@ def test_a_pass_that_settles_many_tips_keeps_them_in_the_record() -> None:
     assert record.spill(set()) == ({}, [])
 
 
+def _long_tip(i: int) -> str:
+    return f"t{i}".ljust(150, "x")  # four such guards fill most of a chunk
+
+
+def test_guards_join_the_newest_chunk_until_it_is_full() -> None:
+    record, chunks = UserRecord(), {}
+    for spill in range(40):
+        record.settled.update({f"t{spill}.{i}": _guard(spill) for i in range(4)})
+        new, gone = record.spill(set(record.settled))
+        assert gone == []
+        assert len(new) == 1
+        chunks.update(new)
+        # As the pipeline reads a user from the store: the record, then its chunks.
+        record = UserRecord.decode(record.encode())
+        for number in record.chunk_numbers:
+            record.load_chunk(number, decode_chunk(chunks[number]))
+    assert all(len(chunk) <= CHUNK_MAX_BYTES for chunk in chunks.values())
+    assert 4 <= len(chunks) <= 10  # 160 guards of about 45 bytes: a fifth of a chunk's count
+    assert sum(len(decode_chunk(chunk)) for chunk in chunks.values()) == 160
+    assert all(record.guard(f"t{s}.{i}") == _guard(s) for s in range(40) for i in range(4))
+
+
 def test_the_floor_forgets_chunked_guards_and_deletes_whole_chunks() -> None:
     record = UserRecord()
     for first in (0, 10, 20):  # chunk 0 holds guards at 0..3, chunk 1 at 10..13, 2 at 20..23
-        record.settled = {f"t{i}": _guard(i) for i in range(first, first + GUARDS_IN_RECORD + 1)}
+        record.settled = {
+            _long_tip(i): _guard(i) for i in range(first, first + GUARDS_IN_RECORD + 1)
+        }
         record.spill(set(record.settled))
     record.guard_floor_ms = 12
-    assert record.guard("t3") is None  # below the floor
-    assert record.guard("t11") is None
-    assert record.guard("t12") == _guard(12)
+    assert record.guard(_long_tip(3)) is None  # below the floor
+    assert record.guard(_long_tip(11)) is None
+    assert record.guard(_long_tip(12)) == _guard(12)
     assert record.spill(set()) == ({}, [0])  # chunk 1 still holds guards at or above 12
     assert list(record.chunk_numbers) == [1, 2]
-    assert sorted(record.archived) == ["t12", "t13", "t20", "t21", "t22", "t23"]
+    assert sorted(record.archived) == [_long_tip(i) for i in (12, 13, 20, 21, 22, 23)]
+
+
+def test_a_spill_after_every_chunk_was_dropped_opens_a_new_one() -> None:
+    record = UserRecord()
+    record.settled = {f"t{i}": _guard(i) for i in range(GUARDS_IN_RECORD + 1)}
+    record.spill(set(record.settled))
+    record.guard_floor_ms = 100
+    assert record.spill(set()) == ({}, [0])
+    record.settled = {f"u{i}": _guard(200) for i in range(GUARDS_IN_RECORD + 1)}
+    new, _ = record.spill(set(record.settled))
+    assert list(new) == [1]
+    assert list(decode_chunk(new[1])) == [f"u{i}" for i in range(GUARDS_IN_RECORD + 1)]
