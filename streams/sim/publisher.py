@@ -56,7 +56,10 @@ class Publisher:
         self._idle.set()
         self._partitions: dict[str, int] = {}  # per topic, for send_many
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(
+        self, topic: str, key: bytes, value: bytes, *, timestamp_ms: int | None = None
+    ) -> None:
+        """Send one record; ``timestamp_ms``: its record time (default: the producer's clock)."""
         if self._error is not None:
             raise SimFailedError(f"Kafka send failed: {self._error!r}") from self._error
         if self.producer is None:
@@ -68,7 +71,9 @@ class Publisher:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self._idle.clear()
         try:
-            future = await self.producer.send(topic, value=value, key=key)
+            future = await self.producer.send(
+                topic, value=value, key=key, timestamp_ms=timestamp_ms
+            )
         except BaseException:
             self._release()
             raise
