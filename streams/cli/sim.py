@@ -125,7 +125,7 @@ def simulate_command(  # noqa: PLR0917 - typer options
         str,
         typer.Option(
             help=f"feedback delay in stream seconds ({', '.join(DELAY_KINDS)}): none, "
-            "fixed:S, uniform:LOW-HIGH or exp:MEAN; in-process only"
+            "fixed:S, uniform:LOW-HIGH or exp:MEAN; through the worker, on topics of its own"
         ),
     ] = "none",
     delay_lost: Annotated[

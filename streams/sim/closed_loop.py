@@ -22,9 +22,14 @@ block differ: in-process learns them one at a time, the worker a batch's togethe
 user against the pooled types as they stood at the batch's start (``streams.worker.learning``).
 
 Drift and late feedback (docs/simulation.md): the judge reads the persona the world's drift
-gives for the round (``World.persona_at``); with a delay, the in-process learner takes each
-reward only when it arrives in stream time (:class:`~streams.sim.delivery.Delivery`), before
-the choices of the first block it has arrived by.
+gives for the round (``World.persona_at``); with a delay, the learner takes each reward only
+when it arrives in stream time (:class:`~streams.sim.delivery.Delivery`), before the choices
+of the first block it has arrived by. Through the worker the run is then played on Kafka in
+that stream time (:mod:`streams.sim.stream_clock`): shows stamped with their round's time,
+each feedback held back and published with its arrival time before that block, clock records
+that move every partition of the run to the block's time (so overdue shows expire), and the
+barrier counting what the worker then has learned: the arrived rewards and, with a default
+reward, the expired shows.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import aiohttp
 from bandit.base import Moment, Task
 from judges.base import Judgment
 from judges.registry import judge_class, make_judge
+from schemas.events import TipFeedback, rfc3339
 from streams.analysis.summary import summarize
 from streams.settings import Settings
 from streams.sim.choosers import Chooser, InProcessChooser, Picked, WorkerChooser
@@ -48,8 +54,10 @@ from streams.sim.config import (
     new_run_id,
     resolve_personas,
 )
+from streams.sim.delivery import APPLIED
 from streams.sim.events import now_ms
 from streams.sim.run import RunContext, guarded, publish_and_record, run_lifecycle
+from streams.sim.stream_clock import STREAM_EPOCH_MS, StreamClock, check_fresh_topics
 
 __all__ = ["play_round", "play_schedule", "run_closed_loop", "run_summary"]
 
@@ -60,23 +68,25 @@ async def play_round(
     user: SimUser,
     round_: int,
     picked: Picked,
-) -> tuple[Moment, Task, Judgment]:
-    """One round of one user, its choice made: judge, publish, record."""
+) -> tuple[Moment, Task, Judgment, TipFeedback]:
+    """One round of one user, its choice made: judge, publish, record. In the run's stream
+    time (``ctx.clock``) the show is stamped with the round's time and the feedback is left
+    to the caller, which holds it back until it arrives."""
     world = ctx.world
     persona = user.persona
     moment = world.moment(persona, user.index, round_)
     tasks = world.candidates(persona, user.index, round_)
     task = tasks[picked.index]
-    served_at = now_ms()
+    served_at = now_ms() if ctx.clock is None else ctx.clock.served_at(round_)
     judged_as = world.persona_at(persona, round_)
     judgment = await ctx.judge.judge(
         judged_as, moment, task, world.judge_rng(persona, user.index, round_, task.tip_id)
     )
-    await publish_and_record(
+    feedback = await publish_and_record(
         ctx, chooser.name, chooser.via, user, round_, moment, tasks, picked, judgment, served_at,
-        judged_as=judged_as,
+        judged_as=judged_as, in_stream_time=ctx.clock is not None,
     )  # fmt: skip
-    return moment, task, judgment
+    return moment, task, judgment, feedback
 
 
 async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
@@ -87,28 +97,42 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
     size = max(1, ctx.config.concurrency)
     run_learned = 0  # rewards of the run published and learned from so far
     delivery = ctx.delivery
+    clock = ctx.clock
+    if delivery is not None and isinstance(chooser, WorkerChooser):
+        partitions = ctx.settings.partitions
+        clock = ctx.clock = StreamClock(
+            ctx.events, users, partitions=partitions, round_ms=delivery.round_ms
+        )
     for round_ in range(ctx.config.rounds):
         for start in range(0, len(users), size):
             block = users[start : start + size]
             if delivery is not None:
+                # What has arrived by now: published first (through the worker), then
+                # learned and counted, own rewards and expiries alike, as the worker counts.
                 for arrival in delivery.due(round_):
-                    arrived_user, moment, task = arrival.item
+                    arrived_user, moment, task, feedback = arrival.item
+                    if clock is not None and arrival.kind == APPLIED:
+                        stamp = clock.record_time(arrival.at_ms)
+                        await ctx.publisher.send(*ctx.events.record(feedback), timestamp_ms=stamp)
                     chooser.learn(arrived_user, moment, task, arrival.reward, round_=round_)
                     arrived_user.learned += 1
                     run_learned += 1
+                for message, stamp in clock.ticks(round_) if clock is not None else ():
+                    await ctx.publisher.send(*message, timestamp_ms=stamp)
             picks = await asyncio.gather(
                 *(_pick(ctx, chooser, user, round_, run_learned) for user in block)
             )
             results = await asyncio.gather(
                 *(play_round(ctx, chooser, u, round_, p) for u, p in zip(block, picks, strict=True))
             )
-            for user, (moment, task, judgment) in zip(block, results, strict=True):
+            for user, (moment, task, judgment, feedback) in zip(block, results, strict=True):
                 if judgment.reward is None:
                     continue
                 if delivery is not None:
                     rng = ctx.world.delivery_rng(user.persona, user.index, round_)
+                    item = (user, moment, task, feedback)
                     reward, dwell_ms = judgment.reward, judgment.dwell_ms
-                    delivery.post((user, moment, task), round_, reward, dwell_ms=dwell_ms, rng=rng)
+                    delivery.post(item, round_, reward, dwell_ms=dwell_ms, rng=rng)
                     continue
                 chooser.learn(user, moment, task, judgment.reward, round_=round_)
                 user.learned += 1
@@ -120,6 +144,8 @@ def run_summary(ctx: RunContext) -> dict[str, Any]:
     summary = summarize(ctx.stats, run_id=ctx.run_id)
     if ctx.delivery is not None:
         summary["feedback"] = ctx.delivery.summary()
+        if ctx.clock is not None:
+            summary["feedback"]["stream_epoch"] = rfc3339(STREAM_EPOCH_MS)
     return summary
 
 
@@ -134,6 +160,20 @@ async def _pick(
     return chooser.choose(user, moment, tasks, rng, round_=round_)
 
 
+def _check_worker_expiry(settings: Settings, config: SimConfig) -> None:
+    """Through the worker, its own settings expire the shows: the run must mirror them."""
+    if (config.reward_wait_s, config.default_reward) != (
+        settings.reward_wait_s,
+        settings.default_reward,
+    ):
+        raise SimUsageError(
+            "through the worker, shows expire by the worker's TIPSTREAM_REWARD_WAIT_S "
+            f"({settings.reward_wait_s:g}) and TIPSTREAM_DEFAULT_REWARD "
+            f"({settings.default_reward}): set those for both, not --reward-wait-s or "
+            "--default-reward"
+        )
+
+
 async def run_closed_loop(
     settings: Settings,
     config: SimConfig,
@@ -146,6 +186,8 @@ async def run_closed_loop(
     config.validate()
     if judge_class(config.judge).two_phase:
         raise SimUsageError("the external judge runs in two phases: use --requests-out")
+    if config.via == "worker" and config.make_delivery() is not None:
+        _check_worker_expiry(settings, config)
     personas = resolve_personas(config.personas_path)
     the_run_id = run_id = run_id or new_run_id()
     chooser = InProcessChooser.for_run(config, personas) if config.via == "inprocess" else None
@@ -173,6 +215,8 @@ async def run_closed_loop(
         )
 
         async def body() -> dict[str, Any]:
+            if chooser is None and ctx.delivery is not None:
+                await check_fresh_topics(settings)
             if chooser is None:
                 http = session
                 if http is None:

@@ -183,11 +183,6 @@ class SimConfig:
             raise SimUsageError("--reward-wait-s must be > 0")
         if delay.instant:
             return
-        if self.via == "worker":
-            raise SimUsageError(
-                "late feedback (--delay, --delay-lost) is played in-process only for now: "
-                "use --via inprocess"
-            )
         if two_phase or self.rate is not None:
             raise SimUsageError("--delay goes with the closed loop (not load or external)")
 

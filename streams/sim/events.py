@@ -127,6 +127,18 @@ class RunEvents:
             occurred_at=from_epoch_ms(served_at_ms + (judgment.dwell_ms or 0)),
         )
 
+    def clock(self, user: SimUser, round_: int, tip_id: str, at_ms: int) -> TipFeedback:
+        """A clock record of round ``round_`` in ``user``'s partition: a legacy ``helpful``
+        (never learned, no state) whose only use is its record time (``streams.sim.
+        stream_clock``)."""
+        base = f"{self.run_id}/{user.user_id}/{round_}"
+        return TipFeedback(
+            type="TipFeedback",
+            **self._envelope(f"{base}/clock", user, tip_id),
+            action=Action.HELPFUL,
+            occurred_at=from_epoch_ms(at_ms),
+        )
+
     def shown_value(
         self,
         *,

@@ -20,6 +20,7 @@ from bandit.reward import reward_milli
 from judges.base import Judge, Judgment
 from judges.personas import Persona
 from judges.world import World
+from schemas.events import TipFeedback
 from streams.settings import Settings
 from streams.sim.choosers import Picked
 from streams.sim.config import SimConfig, SimFailedError, SimUser, make_users
@@ -28,6 +29,7 @@ from streams.sim.events import RunEvents, features_json
 from streams.sim.progress import Progress
 from streams.sim.publisher import Publisher, make_producer
 from streams.sim.store import EventRow, SimStore, connect_pool
+from streams.sim.stream_clock import StreamClock
 from streams.worker.topics import TopicLayoutError, ensure_topics
 
 __all__ = [
@@ -58,6 +60,8 @@ class RunContext:
     events: RunEvents
     stats: list[dict[str, Any]] = field(default_factory=list)  # one per judgment, for the summary
     delivery: Delivery | None = None  # late feedback for the in-process learner
+    # Late feedback through the worker: the run's stream time on Kafka (set by the schedule).
+    clock: StreamClock | None = None
 
     def __post_init__(self) -> None:
         if self.delivery is None:
@@ -205,17 +209,24 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
     *,
     publish_shown: bool = True,
     judged_as: Persona | None = None,
-) -> None:
-    """Publish the show (unless phase 1 did) and the feedback; record the judgment.
+    in_stream_time: bool = False,
+) -> TipFeedback:
+    """Publish the show (unless phase 1 did) and the feedback; record the judgment; return
+    the feedback.
 
     ``judged_as``: the preferences the judge read (a drifted persona), for the expectations.
+    ``in_stream_time``: the show's record time is ``served_at``, and the feedback is not
+    published here (the caller holds it back until it arrives: ``streams.sim.stream_clock``).
     """
     task = tasks[picked.index]
     if publish_shown:
         shown = ctx.events.shown(user, round_, policy_name, moment, tasks, picked, served_at)
-        await ctx.publisher.send(*ctx.events.record(shown))
+        await ctx.publisher.send(
+            *ctx.events.record(shown), timestamp_ms=served_at if in_stream_time else None
+        )
     feedback = ctx.events.feedback(user, round_, task, judgment, served_at)
-    await ctx.publisher.send(*ctx.events.record(feedback))
+    if not in_stream_time:
+        await ctx.publisher.send(*ctx.events.record(feedback))
 
     knows_expectations = ctx.judge.knows_expectations
     expected = ctx.judge.expected_rewards(judged_as or user.persona, moment, tasks)
@@ -261,3 +272,4 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
         }
     )
     ctx.progress.advance()
+    return feedback
