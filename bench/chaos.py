@@ -120,7 +120,9 @@ def make_workload(
     stream_time = int(now.timestamp() * 1000)
     for user, events in per_user.items():
         record = UserRecord()
-        result = joiner.process(record, user, [(e, stream_time) for e in events], stream_time, {})
+        result = joiner.process(
+            record, user, [(e, stream_time, stream_time) for e in events], stream_time, {}
+        )
         work.expected_pulls[user] = record.pulls
         work.expected_milli[user] = record.reward_milli_sum
         for row in result.rows:

@@ -162,14 +162,20 @@ class Joiner:
         self,
         record: UserRecord,
         user_id: str,
-        events: Iterable[tuple[TipShown | TipFeedback, int]],
+        events: Iterable[tuple[TipShown | TipFeedback, int, int]],
         stream_time_ms: int,
         shared: Mapping[str, Any],
         *,
         decoded_models: dict[str, Any] | None = None,
         learn_later: bool = False,
     ) -> UserResult:
-        """Apply ``(event, record_timestamp_ms)`` pairs, then expire what is overdue.
+        """Apply ``(event, record_timestamp_ms, stream_before_ms)`` triples, then expire what
+        is overdue at ``stream_time_ms`` (the partition's stream time after them).
+
+        ``stream_before_ms`` is the partition's stream time just before the event: what was
+        overdue by then expires before the event is applied, as it would have if a batch had
+        ended there. So a feedback that arrives after its show's deadline is ``late`` however
+        the events were cut into batches, and a replay decides as the first run did.
 
         With ``learn_later`` the rewards are not learned yet: ``result.models`` holds them
         (``PolicyModels.lessons``), and the caller learns them and flushes the models. The
@@ -177,11 +183,18 @@ class Joiner:
         """
         models = PolicyModels(self.policies, record, shared, decoded_models, learn_later)
         user = _UserPass(record, user_id, models, UserResult(), stream_time_ms)
-        for event, timestamp_ms in events:
+        due = record.next_deadline_ms()
+        for event, timestamp_ms, stream_before_ms in events:
+            if due is not None and due <= stream_before_ms:
+                self._expire_due(user, stream_before_ms)
+                due = record.next_deadline_ms()
             if isinstance(event, TipShown):
                 self._on_show(user, event, timestamp_ms)
             else:
                 self._on_feedback(user, event, timestamp_ms)
+            # A waiting show or feedback is due no earlier than the wait after its own time.
+            if due is None or timestamp_ms + self.wait_ms < due:
+                due = record.next_deadline_ms()
         self._expire(user)
         if learn_later:
             user.result.models = models
@@ -324,7 +337,12 @@ class Joiner:
     # -- expiry ------------------------------------------------------------------------
 
     def _expire(self, user: _UserPass) -> None:
-        record, result, user_id, now_ms = user.record, user.result, user.user_id, user.now_ms
+        self._expire_due(user, user.now_ms)
+        self._forget_old_guards(user)
+
+    def _expire_due(self, user: _UserPass, now_ms: int) -> None:
+        """Expire the shows and waiting feedback whose deadline is ``now_ms`` or earlier."""
+        record, result, user_id = user.record, user.result, user.user_id
         for tip, show in list(record.pending_shows.items()):
             if show.deadline_ms > now_ms:
                 continue
@@ -366,7 +384,6 @@ class Joiner:
                 EXPIRED, event_key(queue[0].event_id), None, None, None, None, now_ms
             )
             result.changed = True
-        self._forget_old_guards(user)
 
     def _forget_old_guards(self, user: _UserPass) -> None:
         """Drop guards older than the retention, on stream time, and raise the user's floor.

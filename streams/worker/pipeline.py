@@ -129,7 +129,7 @@ class _Group:
     user_id: str
     run_id: str | None
     partition: int
-    events: list[tuple[TipShown | TipFeedback, int]]
+    events: list[tuple[TipShown | TipFeedback, int, int]]  # record time, stream time before
     raws: list[RawEvent]
 
 
@@ -317,7 +317,7 @@ class Pipeline:
                     [],
                     [],
                 )
-            group.events.append((decoded, raw.timestamp_ms))
+            group.events.append((decoded, raw.timestamp_ms, stream_time))
             group.raws.append(raw)
         self._add_due_expiries(groups)
         # The shows' rows need nothing of the join: into PostgreSQL while it runs.
@@ -494,7 +494,7 @@ class Pipeline:
             DeadLetter(
                 raw, "internal_error", repr(exc), group.user_id, event.event_id, event.run_id
             )
-            for raw, (event, _) in zip(group.raws, group.events, strict=True)
+            for raw, (event, _, _) in zip(group.raws, group.events, strict=True)
         ]
 
     def _join_group(self, key: str, group: _Group, outcomes: Counter[tuple[str, str]]) -> _Joined:

@@ -67,7 +67,7 @@ def joiner() -> Joiner:
 
 
 def run(joiner: Joiner, record: UserRecord, *events: TipShown | TipFeedback, now: int = T0_MS):
-    return joiner.process(record, "u1", [(e, now) for e in events], now, {})
+    return joiner.process(record, "u1", [(e, now, now) for e in events], now, {})
 
 
 @pytest.mark.parametrize(("dwell", "milli"), [*DONE_REWARD_AT_DWELL_BOUNDARIES, (0, -300)])
@@ -244,14 +244,19 @@ def test_a_forgotten_tip_delivered_again_is_never_learned_twice() -> None:
     assert record.settled == {}
     assert record.guard_floor_ms == T0_MS + WAIT_MS
     # The group's offsets reset: the same records (same record times) arrive again.
-    again = joiner.process(record, "u1", [(e, T0_MS) for e in events], T0_MS + 12 * WAIT_MS, {})
+    later = T0_MS + 12 * WAIT_MS
+    again = joiner.process(record, "u1", [(e, T0_MS, later) for e in events], later, {})
     assert again.outcomes[0] == "show_stale"
     assert "applied" not in again.outcomes
     assert (record.pulls, record.reward_milli_sum) == (1, 1000)
     # A new tip shown after the floor is joined and learned as usual.
     fresh = T0_MS + 12 * WAIT_MS
     result = joiner.process(
-        record, "u1", [(show(tip="t2"), fresh), (feedback(tip="t2"), fresh)], fresh, {}
+        record,
+        "u1",
+        [(show(tip="t2"), fresh, fresh), (feedback(tip="t2"), fresh, fresh)],
+        fresh,
+        {},
     )
     assert result.outcomes == ["show_waiting", "applied"]
     assert record.pulls == 2

@@ -123,6 +123,39 @@ async def test_the_expiry_schedule_holds_one_entry_per_user_and_fires_as_deadlin
     assert UserRecord.decode(store["u"]).pending_shows == {}
 
 
+@pytest.mark.parametrize("cuts", [(), (1,), (2,), (1, 2)], ids=["one", "1|2", "2|1", "1|1|1"])
+@pytest.mark.parametrize("default_reward", [None, 0.0])
+async def test_a_feedback_after_its_shows_deadline_is_late_however_the_batches_are_cut(
+    cuts: tuple[int, ...], default_reward: float | None
+) -> None:
+    """A show, another user's event past the show's deadline (hours later in stream time,
+    not "now"), then the feedback: the show expired before the feedback came, in one batch
+    or three, so the feedback is never learned from."""
+    settings = Settings(reward_wait_s=60, default_reward=default_reward)
+    store: dict[str, bytes] = {}
+    rows = Rows()
+    p = Pipeline(settings, [EpsilonGreedyV1()], store, rows, Letters(), WorkerMetrics())
+    t0 = 1_795_770_000_000 - 3 * 3_600_000
+    partition = partition_for("u", SETTINGS.partitions)
+    other = next(f"v{i}" for i in range(1000) if partition_for(f"v{i}", 8) == partition)
+
+    def at(document: dict[str, object], offset: int, ms: int) -> RawEvent:
+        event = raw(document, offset)
+        return RawEvent(event.topic, event.partition, offset, ms, event.key, event.value)
+
+    events = [
+        at(shown("u", "a"), 0, t0),
+        at(shown(other, "x"), 1, t0 + 61_000),
+        at(feedback("u", "a"), 2, t0 + 62_000),
+    ]
+    for start, end in zip((0, *cuts), (*cuts, len(events)), strict=True):
+        await p.handle(events[start:end])
+    record = UserRecord.decode(store["u"])
+    assert record.pulls == (0 if default_reward is None else 1)
+    assert record.reward_milli_sum == 0
+    assert sorted(r.status for r in rows.rows if r.user_id == "u") == ["expired", "expired"]
+
+
 async def test_a_failing_user_is_dead_lettered_and_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
