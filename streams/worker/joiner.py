@@ -172,10 +172,12 @@ class Joiner:
         """Apply ``(event, record_timestamp_ms, stream_before_ms)`` triples, then expire what
         is overdue at ``stream_time_ms`` (the partition's stream time after them).
 
-        ``stream_before_ms`` is the partition's stream time just before the event: what was
-        overdue by then expires before the event is applied, as it would have if a batch had
-        ended there. So a feedback that arrives after its show's deadline is ``late`` however
-        the events were cut into batches, and a replay decides as the first run did.
+        ``stream_before_ms`` is the partition's stream time just before the event. Before the
+        event is applied, what was overdue by then expires (as it would have if a batch had
+        ended there), and so does what is due before the event's own record time (a
+        feedback at its show's deadline is still in time). So a feedback that arrives after
+        its show's deadline is ``late`` however the events were cut into batches, and a
+        replay decides as the first run did.
 
         With ``learn_later`` the rewards are not learned yet: ``result.models`` holds them
         (``PolicyModels.lessons``), and the caller learns them and flushes the models. The
@@ -185,8 +187,9 @@ class Joiner:
         user = _UserPass(record, user_id, models, UserResult(), stream_time_ms)
         due = record.next_deadline_ms()
         for event, timestamp_ms, stream_before_ms in events:
-            if due is not None and due <= stream_before_ms:
-                self._expire_due(user, stream_before_ms)
+            overdue_ms = max(stream_before_ms, timestamp_ms - 1)
+            if due is not None and due <= overdue_ms:
+                self._expire_due(user, overdue_ms)
                 due = record.next_deadline_ms()
             if isinstance(event, TipShown):
                 self._on_show(user, event, timestamp_ms)

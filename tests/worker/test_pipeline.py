@@ -156,6 +156,27 @@ async def test_a_feedback_after_its_shows_deadline_is_late_however_the_batches_a
     assert sorted(r.status for r in rows.rows if r.user_id == "u") == ["expired", "expired"]
 
 
+@pytest.mark.parametrize(("after_ms", "status"), [(60_000, "applied"), (60_001, "expired")])
+async def test_a_feedback_is_in_time_up_to_its_shows_deadline_even_when_it_moves_stream_time(
+    after_ms: int, status: str
+) -> None:
+    """The feedback itself is the first record past the deadline: it comes too late."""
+    settings = Settings(reward_wait_s=60)
+    store: dict[str, bytes] = {}
+    rows = Rows()
+    p = Pipeline(settings, [EpsilonGreedyV1()], store, rows, Letters(), WorkerMetrics())
+    t0 = 1_795_770_000_000 - 3 * 3_600_000
+    show, answer = raw(shown("u", "a"), 0), raw(feedback("u", "a"), 1)
+    await p.handle(
+        [
+            RawEvent(show.topic, show.partition, 0, t0, show.key, show.value),
+            RawEvent(answer.topic, answer.partition, 1, t0 + after_ms, answer.key, answer.value),
+        ]
+    )
+    assert {r.status for r in rows.rows} == {status}
+    assert UserRecord.decode(store["u"]).pulls == (status == "applied")
+
+
 async def test_a_failing_user_is_dead_lettered_and_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
