@@ -28,13 +28,21 @@ __all__ = [
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
-    """One connection with jsonb decoded to Python objects (an unreachable database raises
-    ``DatabaseUnavailableError``, one line naming host:port)."""
+    """One connection with json and jsonb decoded to Python objects (an unreachable database
+    raises ``DatabaseUnavailableError``, one line naming host:port).
+
+    Both: ``tip_shown``'s columns are json (cheaper to insert), the ``sim_*`` tables' jsonb.
+    """
     await check_database(database_url, timeout_s=DATABASE_WAIT_S)
     conn = await asyncpg.connect(database_url)
-    await conn.set_type_codec(
-        "jsonb", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="text"
-    )
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=orjson.dumps,
+            decoder=orjson.loads,
+            schema="pg_catalog",
+            format="text",
+        )
     return conn
 
 

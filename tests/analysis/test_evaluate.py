@@ -7,17 +7,23 @@ import secrets
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import numpy as np
 import orjson
 import pytest
 
 from bandit.base import Moment, Task
 from bandit.ope.logged import EvaluationInputError
+from schemas import migrations
+from schemas.events import TipShown
 from streams.analysis.evaluate import production_rows, sim_rows
+from streams.analysis.load import PRODUCTION_QUERY, connect, load_production_log
 from streams.cli.evaluate import parse_since
 from streams.settings import Settings
 from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.sink import FeedbackSink
 
 
 def test_sim_rows_follow_the_simulator_order_and_skip_unlearnable_rows() -> None:
@@ -168,3 +174,86 @@ async def test_cli_on_production_rows(pg: object, database: str) -> None:
     finally:
         await conn.execute("DELETE FROM tip_feedback WHERE event_id LIKE $1", f"{tag}-%")  # type: ignore[attr-defined]
         await conn.execute("DELETE FROM tip_shown WHERE event_id LIKE $1", f"{tag}-%")  # type: ignore[attr-defined]
+
+
+async def _json_types(conn: asyncpg.Connection, schema: str) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1"
+        " AND table_name = 'tip_shown' AND column_name IN ('features', 'candidates')",
+        schema,
+    )
+    return {r["column_name"]: r["data_type"] for r in rows}
+
+
+async def test_jsonb_show_rows_survive_the_json_migration(
+    pg: asyncpg.Connection, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tip_shown`` holding jsonb rows (migrations up to 0003) is migrated to json (0004):
+    the rows keep their values, the sink writes new ones, and ``evaluate --production``'s
+    loader reads both back as Python objects. In a schema of its own (search_path), so the
+    shared tables are left alone."""
+    schema = f"test_json_{secrets.token_hex(4)}"
+    dsn = f"{database}?search_path={schema}"
+    t0 = datetime(2199, 1, 1, tzinfo=UTC)
+    # Not jsonb's canonical text (key order, spacing, 2.50; é and a backslash among the
+    # candidates): what comes back must be the same values, whatever the text.
+    features = '{"taskAgeDays": 2.50, "hourOfDay": 8,"dayOfWeek":1, "priority":2, "isOverdue":true}'
+    cands = [{"tipId": "t-é", "priority": 2, "isOverdue": True, "taskAgeDays": 2.5},
+             {"tipId": "t\\n2", "priority": 4, "isOverdue": False, "taskAgeDays": 0}]  # fmt: skip
+    await pg.execute(f"CREATE SCHEMA {schema}")
+    conn = await asyncpg.connect(dsn)
+    sink = FeedbackSink(dsn, WorkerMetrics())
+    try:
+        everything = migrations.load_migrations
+        with monkeypatch.context() as before:
+            before.setattr(
+                migrations, "load_migrations", lambda: [m for m in everything() if m.version <= 3]
+            )
+            assert await migrations.migrate(conn) == [1, 2, 3]
+        assert await _json_types(conn, schema) == {"features": "jsonb", "candidates": "jsonb"}
+        for i, (tip, candidates) in enumerate([("t-é", cands), ("t\\n2", cands), ("t-é", None)]):
+            await conn.execute(
+                "INSERT INTO tip_shown (event_id, tip_id, user_id, served_at, policy,"
+                " propensity, features, candidates)"
+                " VALUES ($1, $2, 'u', $3, 'random', 0.5, $4::jsonb, $5::jsonb)",
+                f"s{i}", tip, t0 + timedelta(minutes=i), features,
+                None if candidates is None else orjson.dumps(candidates).decode(),
+            )  # fmt: skip
+        assert await migrations.migrate(conn) == [m.version for m in everything() if m.version > 3]
+        assert await _json_types(conn, schema) == {"features": "json", "candidates": "json"}
+
+        # The sink writes the new column type (its statement casts to json).
+        await sink.start()
+        show = TipShown.model_validate_json(orjson.dumps({
+            "type": "TipShown", "schemaVersion": 1, "eventId": "s3", "tipId": "t-é",
+            "userId": "u", "servedAt": "2199-01-01T00:03:00Z", "policy": "random",
+            "propensity": 0.5, "features": orjson.loads(features), "candidates": cands,
+        }))  # fmt: skip
+        await sink.write([], [show])
+        await sink.write([], [show])  # a replay writes no second row
+        for i, reward in enumerate((1000, -1000, 400, -200)):
+            await conn.execute(
+                "INSERT INTO tip_feedback (event_id, tip_id, user_id, action, reward_milli,"
+                " status, occurred_at) VALUES ($1, $2, 'u', 'done', $3, 'applied', $4)",
+                f"f{i}", ("t-é", "t\\n2", "t-é", "t-é")[i], reward,
+                t0 + timedelta(minutes=i, seconds=30),
+            )  # fmt: skip
+
+        reader = await connect(dsn)
+        try:
+            records = await reader.fetch(PRODUCTION_QUERY, t0)
+        finally:
+            await reader.close()
+        assert [r["event_id"] for r in records] == ["s0", "s1", "s2", "s3"]
+        assert all(r["features"] == orjson.loads(features) for r in records)
+        assert [r["candidates"] for r in records] == [cands, cands, None, cands]
+
+        log = await load_production_log(dsn, t0, epsilon=0.1)
+        assert [(r.index, r.reward) for r in log.rows] == [(0, 1.0), (1, -1.0), (0, -0.2)]
+        assert log.rows[0].tasks[0] == Task("t-é", 2, True, 2.5)
+        assert log.rows[0].moment == Moment(8, 1)
+        assert log.skipped == {"no candidate list": 1}
+    finally:
+        await sink.stop()
+        await conn.close()
+        await pg.execute(f"DROP SCHEMA {schema} CASCADE")
