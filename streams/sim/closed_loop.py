@@ -54,7 +54,7 @@ from streams.sim.config import (
     new_run_id,
     resolve_personas,
 )
-from streams.sim.delivery import APPLIED
+from streams.sim.delivery import APPLIED, LATE
 from streams.sim.events import now_ms
 from streams.sim.run import RunContext, guarded, publish_and_record, run_lifecycle
 from streams.sim.stream_clock import STREAM_EPOCH_MS, StreamClock, check_fresh_topics
@@ -111,9 +111,11 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
                 # learned and counted, own rewards and expiries alike, as the worker counts.
                 for arrival in delivery.due(round_):
                     arrived_user, moment, task, feedback = arrival.item
-                    if clock is not None and arrival.kind == APPLIED:
+                    if clock is not None and arrival.kind in {APPLIED, LATE}:
                         stamp = clock.record_time(arrival.at_ms)
                         await ctx.publisher.send(*ctx.events.record(feedback), timestamp_ms=stamp)
+                    if arrival.kind == LATE:
+                        continue  # its show has expired: the worker stores it, learns nothing
                     chooser.learn(arrived_user, moment, task, arrival.reward, round_=round_)
                     arrived_user.learned += 1
                     run_learned += 1

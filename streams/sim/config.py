@@ -97,7 +97,7 @@ class SimConfig:
             raise SimUsageError(f"--delay: {err}") from None
 
     def make_delivery(self) -> Delivery | None:
-        """The in-process learner's late feedback, or None when every reward comes at once."""
+        """The run's late feedback, or None when every reward comes at once."""
         delay = self.feedback_delay()
         if delay.instant:
             return None
@@ -106,6 +106,7 @@ class SimConfig:
             round_s=self.round_s,
             reward_wait_s=self.reward_wait_s,
             default_reward=self.default_reward,
+            late_arrivals=self.via == "worker",  # the worker is sent late feedback too
         )
 
     def make_drift(self, personas: Sequence[Persona]) -> Drift | None:

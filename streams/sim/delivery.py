@@ -36,10 +36,11 @@ import numpy as np
 
 from judges.delay import FeedbackDelay
 
-__all__ = ["APPLIED", "EXPIRED", "Arrival", "Delivery"]
+__all__ = ["APPLIED", "EXPIRED", "LATE", "Arrival", "Delivery"]
 
 APPLIED = "applied"  # learned with its own reward
 EXPIRED = "expired"  # its show expired: learned with the default reward
+LATE = "late"  # a feedback after its show's deadline: delivered, never learned
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -56,7 +57,16 @@ class Arrival:
 class Delivery:
     """Rewards on their way to the learner, in stream time (see the module docstring)."""
 
-    __slots__ = ("_queue", "_seq", "counts", "default_reward", "delay", "round_ms", "wait_ms")
+    __slots__ = (
+        "_queue",
+        "_seq",
+        "counts",
+        "default_reward",
+        "delay",
+        "late_arrivals",
+        "round_ms",
+        "wait_ms",
+    )
 
     def __init__(
         self,
@@ -65,6 +75,7 @@ class Delivery:
         round_s: float,
         reward_wait_s: float,
         default_reward: float | None = None,
+        late_arrivals: bool = False,
     ) -> None:
         if not round_s > 0 or not reward_wait_s > 0:
             raise ValueError("round_s and reward_wait_s must be > 0")
@@ -72,6 +83,9 @@ class Delivery:
         self.round_ms = round(round_s * 1000)
         self.wait_ms = round(reward_wait_s * 1000)
         self.default_reward = default_reward
+        # Also deliver late feedback (kind LATE, never learned): the worker is sent it, and
+        # stores it as late.
+        self.late_arrivals = late_arrivals
         self._queue: list[Arrival] = []
         self._seq = 0
         # on_time, late (arrived after its show expired), lost (never arrived),
@@ -96,6 +110,8 @@ class Delivery:
                 self._push(arrives, reward, APPLIED, item)
                 return
             self.counts["late"] += 1
+            if self.late_arrivals:
+                self._push(arrives, reward, LATE, item)
         else:
             self.counts["lost"] += 1
         if self.default_reward is not None:
@@ -117,7 +133,7 @@ class Delivery:
     @property
     def waiting(self) -> int:
         """Rewards scheduled but not yet learned."""
-        return len(self._queue)
+        return sum(a.kind != LATE for a in self._queue)
 
     def summary(self) -> dict[str, Any]:
         """The run's ``feedback`` figures: the settings and what happened to each feedback."""

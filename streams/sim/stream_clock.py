@@ -9,10 +9,9 @@ topics in the stream time the in-process learner uses, from a fixed epoch:
   ``servedAt``), never at the wall clock;
 - each feedback is held back and published, with its arrival as record time (its
   ``occurredAt`` stays served + dwell), before the choices of the first block it has arrived
-  by, in arrival order; lost feedback is never published, and neither is feedback that
-  arrives after its show's deadline (the worker would store it ``expired`` and never learn
-  it, but if it reached the worker in the batch that first moved stream time past the
-  deadline, the worker would join it before it expires the show);
+  by, in arrival order; lost feedback is never published; feedback that arrives after its
+  show's deadline is published at its arrival too, and the worker, which expires what is due
+  before each record's time, stores it ``expired`` (outcome ``late``) and never learns it;
 - after those, before the choices, one *clock record* per partition that holds a user of the
   run moves the partition's stream time to the block's time (:meth:`StreamClock.ticks`), so
   that every show whose deadline has passed expires before the choices, as in-process. A

@@ -30,7 +30,7 @@ from streams.dev.worker_process import WorkerProcess
 from streams.settings import Settings
 from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig, SimUsageError, make_users, resolve_personas
-from streams.sim.delivery import APPLIED, EXPIRED, Delivery
+from streams.sim.delivery import APPLIED, EXPIRED, LATE, Delivery
 from streams.sim.stream_clock import STREAM_EPOCH_MS
 from tests.sim.simhelpers import judgments, run_rows
 
@@ -74,7 +74,9 @@ def _expected(config: SimConfig, rows: list[dict[str, Any]]) -> tuple[Counter[st
     order = {u.user_id: i for i, u in enumerate(users)}
     world = World(config.seed)
     delay = parse_delay(config.delay, lost=config.delay_lost)
-    delivery = Delivery(delay, round_s=ROUND_S, reward_wait_s=WAIT_S, default_reward=0.0)
+    delivery = Delivery(
+        delay, round_s=ROUND_S, reward_wait_s=WAIT_S, default_reward=0.0, late_arrivals=True
+    )
     by_id = {u.user_id: u for u in users}
     for row in sorted(rows, key=lambda r: (r["round"], order[r["user_id"]])):
         user = by_id[row["user_id"]]
@@ -151,8 +153,8 @@ async def test_late_feedback_through_the_worker_is_the_in_process_schedule(
     assert kinds[EXPIRED] + after[EXPIRED] == feedback["lost"] + feedback["late"]
 
     # Event times are the run's stream time, never the wall clock: shows at their round's
-    # time, feedback at its arrival (after its show, by its deadline), the lost and late
-    # ones never published.
+    # time, feedback at its arrival (after its show; by its deadline, or after it for the
+    # late ones), the lost ones never published.
     round_ms = round(ROUND_S * 1000)
     shows = records[settings.topic_shown]
     assert len(shows) == len(rows_worker)
@@ -164,21 +166,27 @@ async def test_late_feedback_through_the_worker_is_the_in_process_schedule(
     published = records[settings.topic_feedback]
     feedbacks = [r for r in published if not json.loads(r.value)["eventId"].endswith("/clock")]
     clocks = [r for r in published if json.loads(r.value)["eventId"].endswith("/clock")]
-    assert len(feedbacks) == kinds[APPLIED]
+    assert len(feedbacks) == kinds[APPLIED] + kinds[LATE]
+    assert kinds[LATE] > 0
+    deadline_ms = round(WAIT_S * 1000)
+    late = 0
     for record in feedbacks:
         event = json.loads(record.value)
         round_ = int(event["eventId"].split("/")[-2])
         served = STREAM_EPOCH_MS + round_ * round_ms
-        assert served < record.timestamp <= served + round(WAIT_S * 1000)
+        assert served < record.timestamp
+        late += record.timestamp > served + deadline_ms
         assert record.timestamp <= STREAM_EPOCH_MS + (config.rounds - 1) * round_ms
+    assert late == kinds[LATE]
     assert clocks
     assert all(r.timestamp % round_ms == STREAM_EPOCH_MS % round_ms for r in clocks)
     assert all(json.loads(r.value)["action"] == "helpful" for r in clocks)
 
     # The worker learned every published feedback and, with a default reward, every expired
-    # show: exactly what the barrier counted; lost and late feedback expired its show.
+    # show: exactly what the barrier counted; lost and late feedback expired its show, and
+    # the late feedback that came was stored as late.
     assert sum(pulls.values()) == learned
     assert outcomes["applied"] == kinds[APPLIED]
     assert outcomes["expired"] == kinds[EXPIRED]
-    assert outcomes["late"] == 0
+    assert outcomes["late"] == kinds[LATE]
     assert outcomes["legacy"] == len(clocks)

@@ -31,7 +31,7 @@ from streams.analysis.recovery import recovery
 from streams.cli.sim import register
 from streams.sim.choosers import InProcessChooser
 from streams.sim.config import SimConfig, SimUsageError
-from streams.sim.delivery import APPLIED, EXPIRED, Delivery
+from streams.sim.delivery import APPLIED, EXPIRED, LATE, Delivery
 from streams.sim.in_memory import play_in_memory
 from tests.bandit.ope_helpers import sim_log
 
@@ -229,6 +229,17 @@ def test_delivery_learns_on_time_and_expires_the_rest(default_reward: float | No
         "lost": 1,
         **({"learned_default": 2} if default_reward is not None else {}),
     }
+
+
+def test_delivery_for_the_worker_also_delivers_late_feedback_never_to_be_learned() -> None:
+    delivery = Delivery(
+        parse_delay("exp:3600"), round_s=3600, reward_wait_s=7200, late_arrivals=True
+    )
+    post(delivery, "too-late", 0, 0.3, 1_000, 7200.0)  # arrives 2:00:01, 1 s past the deadline
+    assert delivery.waiting == 0  # nothing left to learn
+    assert delivery.due(2) == []
+    assert [(a.item, a.at_ms, a.kind) for a in delivery.due(3)] == [("too-late", 7_201_000, LATE)]
+    assert delivery.summary()["late"] == 1
 
 
 def test_delivery_orders_arrivals_by_time_then_by_judgment() -> None:
