@@ -195,9 +195,10 @@ class Joiner:
                 self._on_show(user, event, timestamp_ms)
             else:
                 self._on_feedback(user, event, timestamp_ms)
-            # A waiting show or feedback is due no earlier than the wait after its own time.
+            # What the event left waiting is due at its time + the wait: ``due`` stays a
+            # lower bound of the record's next deadline (too low costs one idle check).
             if due is None or timestamp_ms + self.wait_ms < due:
-                due = record.next_deadline_ms()
+                due = timestamp_ms + self.wait_ms
         self._expire(user)
         if learn_later:
             user.result.models = models
