@@ -406,9 +406,9 @@ class Joiner:
                 user.result.changed = True
             elif settled.at_ms < horizon:
                 stale.append(tip)
-        floor = record.guard_floor_ms
         # A chunk's guards below the new floor are forgotten by raising it (UserRecord.guard).
-        stale_archived = any(floor <= g.at_ms < horizon for g in record.archived.values())
+        oldest = record.oldest_chunk_guard_ms()
+        stale_archived = oldest is not None and oldest < horizon
         if not stale and not stale_archived:
             return
         for tip in stale:

@@ -209,6 +209,8 @@ class UserRecord:
     chunk_newest: dict[int, int] = field(default_factory=dict, compare=False)
     # The newest chunk's guards, which the next spill may add to.
     tail: dict[str, Settled] = field(default_factory=dict, compare=False)
+    # (floor, the oldest chunk guard at or above it): computed once, not on every pass.
+    _oldest_live: tuple[int, int | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def chunk_numbers(self) -> range:
@@ -216,9 +218,19 @@ class UserRecord:
 
     def load_chunk(self, number: int, guards: dict[str, Settled]) -> None:
         self.archived.update(guards)
+        self._oldest_live = None
         self.chunk_newest[number] = max((g.at_ms for g in guards.values()), default=-1)
         if number == self.next_chunk - 1:
             self.tail = guards
+
+    def oldest_chunk_guard_ms(self) -> int | None:
+        """The stream time of the oldest chunk guard not yet forgotten (at or above the
+        floor), or None."""
+        floor = self.guard_floor_ms
+        if self._oldest_live is None or self._oldest_live[0] != floor:
+            live = [g.at_ms for g in self.archived.values() if g.at_ms >= floor]
+            self._oldest_live = (floor, min(live, default=None))
+        return self._oldest_live[1]
 
     def guard(self, tip: str) -> Settled | None:
         """The tip's guard, in the record or in a chunk; below the floor it is forgotten."""
@@ -271,6 +283,7 @@ class UserRecord:
             self.first_chunk += 1
         if gone:
             self.archived = {t: g for t, g in self.archived.items() if g.at_ms >= floor}
+            self._oldest_live = None
             if self.first_chunk == self.next_chunk:
                 self.tail = {}
         return new, gone
