@@ -86,8 +86,9 @@ async def assert_summary_matches_db(pg: asyncpg.Connection, summary: dict[str, A
         )
 
 
-async def consume_run(settings: Settings, run_id: str, count: int) -> dict[str, list[Any]]:
-    """Every record of ``run_id`` on the shown and feedback topics (waits for ``count`` each)."""
+async def consume_run(settings: Settings, run_id: str, count: int | None) -> dict[str, list[Any]]:
+    """Every record of ``run_id`` on the shown and feedback topics: waits for ``count`` each,
+    or with ``count`` None reads until three polls in a row find nothing."""
     consumer = AIOKafkaConsumer(
         settings.topic_shown,
         settings.topic_feedback,
@@ -100,11 +101,13 @@ async def consume_run(settings: Settings, run_id: str, count: int) -> dict[str, 
     found: dict[str, list[Any]] = {settings.topic_shown: [], settings.topic_feedback: []}
     try:
         deadline = asyncio.get_running_loop().time() + 30
-        while any(len(v) < count for v in found.values()):
+        idle = 0
+        while idle < 3 if count is None else any(len(v) < count for v in found.values()):
             assert asyncio.get_running_loop().time() < deadline, {
                 k: len(v) for k, v in found.items()
             }
             batches = await consumer.getmany(timeout_ms=500)
+            idle = 0 if batches else idle + 1
             for records in batches.values():
                 for record in records:
                     if json.loads(record.value).get("runId") == run_id:

@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from judges.delay import parse_delay
 from judges.world import World
@@ -32,38 +31,12 @@ from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig, SimUsageError, make_users, resolve_personas
 from streams.sim.delivery import APPLIED, EXPIRED, LATE, Delivery
 from streams.sim.stream_clock import STREAM_EPOCH_MS
-from tests.sim.simhelpers import judgments, run_rows
+from tests.sim.simhelpers import consume_run, judgments, run_rows
 
 pytestmark = pytest.mark.integration
 
 ROUND_S = 3600.0
 WAIT_S = 4 * 3600.0  # a show expires 4 rounds after it was served
-
-
-async def _records(settings: Settings, run_id: str) -> dict[str, list[Any]]:
-    """Every record of the run on the (fresh) input topics, once the worker has read them."""
-    consumer = AIOKafkaConsumer(
-        settings.topic_shown,
-        settings.topic_feedback,
-        **settings.aiokafka_kwargs(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    found: dict[str, list[Any]] = {settings.topic_shown: [], settings.topic_feedback: []}
-    try:
-        idle = 0
-        while idle < 3:
-            batches = await consumer.getmany(timeout_ms=500)
-            idle = 0 if batches else idle + 1
-            for records in batches.values():
-                for record in records:
-                    if json.loads(record.value).get("runId") == run_id:
-                        found[record.topic].append(record)
-    finally:
-        await consumer.stop()
-    return found
 
 
 def _expected(config: SimConfig, rows: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str]]:
@@ -120,7 +93,7 @@ async def test_late_feedback_through_the_worker_is_the_in_process_schedule(
             run_closed_loop(worker.settings, config, quiet=True), timeout=300
         )
         rows_worker = await run_rows(pg, through["run_id"])
-        records = await _records(settings, through["run_id"])
+        records = await consume_run(settings, through["run_id"], None)
         kinds, after = _expected(config, rows_worker)
         learned = kinds[APPLIED] + (kinds[EXPIRED] if default_reward is not None else 0)
         pulls: dict[str, int] = {}
