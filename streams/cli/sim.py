@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import os
 import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -40,18 +43,53 @@ PERSONAS_HELP = (
 )
 
 
+# After Ctrl-C or SIGTERM the run is cancelled and cleans up (its row marked cancelled, the
+# producer flushed). A full test suite saw that cleanup hang twice (never reproduced alone):
+# past this many seconds the process prints every thread's stack and exits with status 1.
+CANCEL_EXIT_S = 20.0
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; SIGTERM cancels it like Ctrl-C (the run is then marked cancelled)."""
+    """Run ``coro``; Ctrl-C or SIGTERM cancels it (the run is then marked cancelled), and
+    the process exits at most ``CANCEL_EXIT_S`` later, or at once on a second signal."""
+    watchdog: list[threading.Timer] = []
 
     async def main() -> T:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+
+        def cancel() -> None:
+            if watchdog:  # a second signal: do not wait for the cleanup
+                _exit_now("cancelled twice; exiting without the run's cleanup")
+            assert task is not None
+            task.cancel()
+            timer = threading.Timer(CANCEL_EXIT_S, _cleanup_overdue)
+            timer.daemon = True
+            timer.start()
+            watchdog.append(timer)
+
         if task is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+                loop.add_signal_handler(signal.SIGTERM, cancel)
+                loop.add_signal_handler(signal.SIGINT, cancel)
         return await coro
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        for timer in watchdog:
+            timer.cancel()
+
+
+def _cleanup_overdue() -> None:
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    _exit_now(f"cancelled, but the run's cleanup did not end within {CANCEL_EXIT_S:.0f} s")
+
+
+def _exit_now(message: str) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _emit_json(document: Any) -> None:
