@@ -50,8 +50,14 @@ T0_MS = 1_700_000_000_000
 
 
 class _Sinks:
-    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
-        return None
+    async def write(
+        self,
+        rows: Sequence[FeedbackRow],
+        shows: Sequence[TipShown] = (),
+        withdrawn: asyncio.Future[frozenset[str]] | None = None,
+    ) -> None:
+        if withdrawn is not None:
+            await withdrawn
 
     async def send(self, letter: DeadLetter) -> None:
         raise RuntimeError(f"unexpected dead letter: {letter.code} {letter.detail}")
@@ -83,7 +89,7 @@ def _per_event_us(seconds: float, events: int) -> float:
     return seconds / events * 1e6
 
 
-def _learn_seconds(settings: Settings, pairs: int, users: int) -> float:
+async def _learn_seconds(settings: Settings, pairs: int, users: int) -> float:
     """Learn ``pairs`` rewards as the pipeline does, a batch's worth (half of
     ``batch_max``: a show and a feedback per reward) at a time."""
     policies = build_policies(settings)
@@ -103,7 +109,7 @@ def _learn_seconds(settings: Settings, pairs: int, users: int) -> float:
             task = Task(f"t{i}", 1 + i % 4, i % 3 == 0, float(i % 20))
             models.learn(Moment(i % 24, i % 7), task, 0.5)
         slots = {u: (None, partition_for(f"user-{u}", settings.partitions)) for u in learners}
-        learn_together(policies, [Learner(str(u), slots[u], m) for u, m in learners.items()])
+        await learn_together(policies, [Learner(str(u), slots[u], m) for u, m in learners.items()])
     return time.perf_counter() - started
 
 
@@ -130,7 +136,7 @@ async def layers(settings: Settings, pairs: int, users: int) -> dict[str, float]
         record.encode()
     encode_us = (time.perf_counter() - started) / len(records) * 1e6 * store.writes / n
 
-    learn_us = _per_event_us(_learn_seconds(settings, pairs, users), n)
+    learn_us = _per_event_us(await _learn_seconds(settings, pairs, users), n)
     return {
         "pipeline_us_per_event": pipeline_us,
         "pipeline_events_per_s": 1e6 / pipeline_us,

@@ -16,6 +16,7 @@ exactly what one update at a time gives; the pool is always the exact sum of the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,12 +39,15 @@ class Learner:
     models: PolicyModels
 
 
-def learn_together(policies: Sequence[Policy], learners: Sequence[Learner]) -> dict[str, Exception]:
+async def learn_together(
+    policies: Sequence[Policy], learners: Sequence[Learner]
+) -> dict[str, Exception]:
     """Learn every learner's lessons, in waves; the keys whose learning raised, with why.
 
     A call that raises fails all its users (their states may be half-updated): the caller
     must not store them, and must rebuild the pools of their partitions from the records.
-    Their later waves are skipped; the other users go on.
+    Their later waves are skipped; the other users go on. Between calls it lets the event
+    loop run (the batch's rows are being written meanwhile).
     """
     failed: dict[str, Exception] = {}
     waves = max((len(learner.models.lessons) for learner in learners), default=0)
@@ -55,6 +59,7 @@ def learn_together(policies: Sequence[Policy], learners: Sequence[Learner]) -> d
                     _update(policy, members, k)
                 except Exception as exc:  # a bug: dead-letter these users, keep the rest
                     failed.update(dict.fromkeys((m.key for m in members), exc))
+                await asyncio.sleep(0)
             wave = [x for x in wave if x.key not in failed]
     return failed
 

@@ -55,7 +55,8 @@ __all__ = ["BatchSteps", "DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent",
 
 log = logging.getLogger(__name__)
 
-YIELD_EVERY_USERS = 200
+# Often enough that a write's round trips to PostgreSQL go on while the batch computes.
+YIELD_EVERY_USERS = 32
 # Outcomes that say an event was seen before: its user's state is written again (_write_again).
 REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
 
@@ -105,7 +106,14 @@ class DeadLetter:
 
 
 class RowSink(Protocol):
-    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None: ...
+    async def write(
+        self,
+        rows: Sequence[FeedbackRow],
+        shows: Sequence[TipShown] = (),
+        withdrawn: asyncio.Future[frozenset[str]] | None = None,
+    ) -> None:
+        """Write the rows and shows; ``withdrawn``: event ids of ``rows`` to leave out,
+        known only after the write began (it may wait for them before it commits)."""
 
 
 class _Encoded(NamedTuple):
@@ -329,43 +337,56 @@ class Pipeline:
         outcomes: Counter[tuple[str, str]] = Counter()  # counted into the metric once
         for done, (key, group) in enumerate(groups.items(), 1):
             if not done % YIELD_EVERY_USERS:
-                # Let the consumer's heartbeat and the web server run during a long batch:
-                # a lone worker busy with one batch must never be taken for dead.
+                # Let the consumer's heartbeat, the web server and the shows' write run during
+                # a long batch: a lone worker busy with one batch must never be taken for dead.
                 await asyncio.sleep(0)
             try:
                 joined[key] = self._join_group(key, group, outcomes)
             except Exception as exc:  # a bug must not stop the stream or lose the events
                 letters += self._fail_group(key, group, exc, broken)
         steps.mark("join")
-        learners = [
-            Learner(key, (j.group.run_id, j.group.partition), j.models)
-            for key, j in joined.items()
-            if j.models.lessons
-        ]
-        for key, error in learn_together(self.policies, learners).items():
-            letters += self._fail_group(key, joined.pop(key).group, error, broken)
+        # The rows into PostgreSQL while the batch learns and encodes (the rows of a user
+        # whose learning fails are withdrawn before they are committed). Simulated traffic
+        # never writes tip_feedback.
+        rows = [row for j in joined.values() if j.group.run_id is None for row in j.rows]
+        withdrawn: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        rows_written = asyncio.ensure_future(self.rows.write(rows, (), withdrawn)) if rows else None
+        try:
+            learners = [
+                Learner(key, (j.group.run_id, j.group.partition), j.models)
+                for key, j in joined.items()
+                if j.models.lessons
+            ]
+            failed = await learn_together(self.policies, learners)
+            for key, error in failed.items():
+                letters += self._fail_group(key, joined[key].group, error, broken)
+            withdrawn.set_result(
+                frozenset(row.event_id for key in failed for row in joined.pop(key).rows)
+            )
+        finally:
+            withdrawn.cancel()  # a no-op once set; else the rows' write rolls back
         steps.mark("learn")
 
         records: dict[str, tuple[UserRecord, dict[str, Any], set[str], bool]] = {}
-        rows: list[FeedbackRow] = []
         latencies_ms: list[int] = []
-        for key, j in joined.items():
+        for done, (key, j) in enumerate(joined.items(), 1):
+            if not done % YIELD_EVERY_USERS:
+                await asyncio.sleep(0)  # let the rows' write go on
             j.models.flush()
             latencies_ms += j.reward_latencies_ms
             if j.group.run_id is not None and j.applied:
                 self.pools.count_applied(j.group.run_id, j.group.partition, j.applied)
             if j.changed is not None:
                 records[key] = j.changed
-            if j.group.run_id is None:
-                rows += j.rows  # simulated traffic never writes tip_feedback
         latencies = np.array(latencies_ms, dtype=np.float64)
         self.metrics.reward_latency.observe_many(np.maximum(0.0, latencies / 1000))
 
         steps.mark("learn")  # the learned models encoded into their records
-        rows_written = asyncio.ensure_future(self.rows.write(rows)) if rows else None
         # Encode the records while PostgreSQL writes the rows; store none of them before.
         encoded = []
-        for key, (record, models, stored, replayed) in records.items():
+        for done, (key, (record, models, stored, replayed)) in enumerate(records.items(), 1):
+            if not done % YIELD_EVERY_USERS:
+                await asyncio.sleep(0)
             again = list(record.chunk_numbers) if replayed else []
             new_chunks, gone = record.spill(stored)
             encoded.append(_Encoded(key, record, models, again, new_chunks, record.encode(), gone))

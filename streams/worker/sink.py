@@ -69,6 +69,7 @@ SELECT event_id, tip_id, user_id, action, dwell_ms, reward_milli, policy, propen
 FROM stage_feedback
 ON CONFLICT (event_id) DO NOTHING
 """
+_WITHDRAW = "DELETE FROM stage_feedback WHERE event_id = ANY($1::text[])"
 _INSERT_SHOWN = """
 INSERT INTO tip_shown
     (event_id, tip_id, user_id, served_at, policy, propensity, features, candidates)
@@ -211,16 +212,25 @@ class FeedbackSink:
             await self._pool.close()
             self._pool = None
 
-    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
+    async def write(
+        self,
+        rows: Sequence[FeedbackRow],
+        shows: Sequence[TipShown] = (),
+        withdrawn: asyncio.Future[frozenset[str]] | None = None,
+    ) -> None:
         """Write feedback rows and production shows in one transaction, retrying until done.
 
         The worker writes a batch's shows and its feedback rows apart, at once (the shows need
         nothing of the join, so they are written while it runs); either alone is idempotent.
+        The rows are copied in as soon as the join made them, while the batch learns;
+        ``withdrawn`` then says which of them to leave out (those of users whose learning
+        failed, which are dead-lettered instead). Cancelling it rolls the write back.
         """
         if not rows and not shows:
             return
         backoff = 0.1
         failing = False
+        left_out: frozenset[str] = frozenset()
         try:
             while True:
                 try:
@@ -230,6 +240,9 @@ class FeedbackSink:
                             await conn.copy_records_to_table(
                                 "stage_feedback", records=_records(rows), columns=_FEEDBACK_COLUMNS
                             )
+                            left_out = await withdrawn if withdrawn is not None else left_out
+                            if left_out:
+                                await conn.execute(_WITHDRAW, list(left_out))
                             await conn.execute(_INSERT)
                         if shows:
                             await conn.copy_records_to_table(
@@ -254,7 +267,7 @@ class FeedbackSink:
         if not self._retrying:
             self._succeeded()
         if rows:
-            self._metrics.rows_written.inc(len(rows))
+            self._metrics.rows_written.inc(len(rows) - len(left_out))
             self._metrics.rows_written_at.set_to_current_time()
 
 

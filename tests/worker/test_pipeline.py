@@ -29,8 +29,14 @@ class Rows:
         self.rows: list[FeedbackRow] = []
         self.shows: list[TipShown] = []
 
-    async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
-        self.rows += rows
+    async def write(
+        self,
+        rows: Sequence[FeedbackRow],
+        shows: Sequence[TipShown] = (),
+        withdrawn: asyncio.Future[frozenset[str]] | None = None,
+    ) -> None:
+        left_out = await withdrawn if withdrawn is not None else frozenset()
+        self.rows += [row for row in rows if row.event_id not in left_out]
         self.shows += shows
 
 
@@ -382,7 +388,12 @@ async def test_no_state_is_stored_before_the_rows_and_shows_are_written() -> Non
             self.started: list[str] = []
             self.open = asyncio.Event()
 
-        async def write(self, rows: Sequence[FeedbackRow], shows: Sequence[TipShown] = ()) -> None:
+        async def write(
+            self,
+            rows: Sequence[FeedbackRow],
+            shows: Sequence[TipShown] = (),
+            withdrawn: asyncio.Future[frozenset[str]] | None = None,
+        ) -> None:
             self.started.append("rows" if rows else "shows")
             await self.open.wait()
 

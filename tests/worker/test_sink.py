@@ -157,3 +157,52 @@ async def test_a_connection_killed_by_the_server_is_replaced_and_the_write_retri
     await sink.write([row(1)], [show(1)])  # a new connection, with its staging tables
     assert await counts(schema_dsn) == (2, 1)
     assert sink.health() is None
+
+
+async def test_withdrawn_rows_are_left_out_of_a_write_already_under_way(
+    sink: FeedbackSink, schema_dsn: str
+) -> None:
+    """The worker starts a batch's write before its learning ends: the rows of users whose
+    learning then failed (dead-lettered instead) are withdrawn before the commit."""
+    withdrawn: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+    write = asyncio.ensure_future(sink.write([row(i) for i in range(6)], (), withdrawn))
+    for _ in range(50):  # the rows are copied in, and the write waits for the verdict
+        await asyncio.sleep(0.01)
+    assert not write.done()
+    assert await counts(schema_dsn) == (0, 0)
+    withdrawn.set_result(frozenset({"fb-1", "fb-4"}))
+    await write
+    conn = await asyncpg.connect(schema_dsn)
+    try:
+        ids = [r[0] for r in await conn.fetch("SELECT event_id FROM tip_feedback ORDER BY 1")]
+    finally:
+        await conn.close()
+    assert ids == ["fb-0", "fb-2", "fb-3", "fb-5"]
+
+
+async def test_a_write_retried_after_the_verdict_still_leaves_the_withdrawn_rows_out(
+    sink: FeedbackSink, schema_dsn: str, pg: asyncpg.Connection
+) -> None:
+    await sink.write([row(0)])
+    withdrawn: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+    withdrawn.set_result(frozenset({"fb-2"}))
+    assert sink._pool is not None
+    pids = [h._con.get_server_pid() for h in sink._pool._holders if h._con is not None]
+    await pg.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids)
+    await sink.write([row(1), row(2), row(3)], (), withdrawn)  # fails once, then retried
+    assert await counts(schema_dsn) == (3, 0)  # fb-0, fb-1, fb-3
+    assert sink._metrics.registry.get_sample_value("tipstream_sink_retries_total") == 1
+
+
+async def test_a_cancelled_verdict_rolls_the_write_back(
+    sink: FeedbackSink, schema_dsn: str
+) -> None:
+    withdrawn: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+    write = asyncio.ensure_future(sink.write([row(i) for i in range(4)], [show(0)], withdrawn))
+    await asyncio.sleep(0.3)
+    withdrawn.cancel()  # the batch failed before its learning ended
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert await counts(schema_dsn) == (0, 0)
+    await sink.write([row(9)])  # the pool and its staging tables are fine after it
+    assert await counts(schema_dsn) == (1, 0)
