@@ -241,6 +241,7 @@ class Worker:
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._batch_done: asyncio.Event | None = None  # set, and replaced, after each batch
+        self._acks: asyncio.Future[None] | None = None  # the last batch's, once written
         # Read when /metrics is scraped, from what /healthz reads too.
         self.metrics.watch(
             ready=self.is_ready,
@@ -288,6 +289,7 @@ class Worker:
                     # written and its offsets acked, then honour it.
                     await _uncancellable(worker.process_messages(messages, waited_s))
             finally:
+                await worker.acks_done()  # the last batch's shows written and its offsets acked
                 await worker.sink.stop()
 
         @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
@@ -389,33 +391,69 @@ class Worker:
             self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
 
     async def process_messages(self, messages: list[Message], waited_s: float = 0.0) -> None:
-        """Process a batch of fetched messages, then ack each (through the ack gate);
-        ``waited_s``: how long the batch waited for the changelog to keep up."""
+        """Process a batch of fetched messages, and have each acked (through the ack gate)
+        once its shows are written too; ``waited_s``: how long the batch waited for the
+        changelog to keep up.
+
+        The acks of a batch whose shows are still being written wait in a task while the
+        next batch runs, in batch order; that batch waits for them at its end, so at most
+        one batch's acks are outstanding (and a failed write raises here, one batch late).
+        """
         generation = self.app.consumer_generation_id
         # Fetched before a rebalance: not ours to process now (faust reads them again).
         current = [m for m in messages if m.generation_id == generation]
         if not current:
             return
-        await self.process_batch([_raw(m) for m in current], waited_s)
+        admitted, shows_written = await self.process_batch([_raw(m) for m in current], waited_s)
+        previous = self._acks
+        self._acks = asyncio.ensure_future(
+            self._ack_when_written(previous, shows_written, admitted, current)
+        )
+        if previous is not None:
+            await previous
+
+    async def acks_done(self) -> None:
+        """Wait for the acks still outstanding (before a stop)."""
+        if self._acks is not None:
+            await self._acks
+
+    async def _ack_when_written(
+        self,
+        previous: asyncio.Future[None] | None,
+        shows_written: asyncio.Future[None] | None,
+        admitted: list[RawEvent],
+        messages: list[Message],
+    ) -> None:
+        if previous is not None:
+            await previous  # offsets are acked in batch order (the gate wants them so)
+        if shows_written is not None:
+            await shows_written
+        generation = self.app.consumer_generation_id
+        if any(m.generation_id != generation for m in messages):
+            return  # a rebalance came between: faust reads the batch again from the commit
+        # Only now may faust commit these offsets (see streams/ackgate.py).
+        self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
         ack = self.app.consumer.ack
-        for message in current:
+        for message in messages:
             ack(message)
 
-    async def process_batch(self, batch: list[RawEvent], waited_s: float = 0.0) -> None:
+    async def process_batch(
+        self, batch: list[RawEvent], waited_s: float = 0.0
+    ) -> tuple[list[RawEvent], asyncio.Future[None] | None]:
+        """Process the batch; what was admitted, and the write its acks must wait for."""
         await self._learn_log_starts(batch)
         # Each partition in order: what lies beyond a hole waits for the re-read.
         admitted = self.ack_gate.admit(batch)
         started = time.perf_counter()
-        await self.pipeline.handle(admitted)
+        shows_written = await self.pipeline.handle(admitted)
         await self.table.changelog.send()  # delivered before any of the batch is acked
         self.pipeline.steps.mark("changelog")
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._report_steps(len(admitted), waited_s)
-        # Only now may faust commit these offsets (see streams/ackgate.py).
-        self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
         if self._batch_done is not None:  # wake the requests waiting for updates
             self._batch_done.set()
             self._batch_done = None
+        return admitted, shows_written
 
     def _report_steps(self, events: int, waited_s: float) -> None:
         """Each step's wall time into ``tipstream_batch_step_seconds``; a warning with the

@@ -379,14 +379,15 @@ async def test_dead_letters_are_logged_with_the_ids_known(caplog: pytest.LogCapt
     assert second.event_id is None  # type: ignore[attr-defined]
 
 
-async def test_no_state_is_stored_before_the_rows_and_shows_are_written() -> None:
-    """The shows' write starts before the join and the rows' before the records are stored;
-    the records wait for both (an ``expired`` row stored only in state would be lost)."""
+async def test_no_state_is_stored_before_the_rows_are_written_and_the_shows_go_on() -> None:
+    """The shows' write starts before the join and the rows' before learning; the records
+    wait for the rows (an ``expired`` row stored only in state would be lost), not for the
+    shows: ``handle`` returns their write, for the batch's offsets to wait on."""
 
     class GatedRows:
         def __init__(self) -> None:
             self.started: list[str] = []
-            self.open = asyncio.Event()
+            self.gates = {"rows": asyncio.Event(), "shows": asyncio.Event()}
 
         async def write(
             self,
@@ -394,8 +395,9 @@ async def test_no_state_is_stored_before_the_rows_and_shows_are_written() -> Non
             shows: Sequence[TipShown] = (),
             withdrawn: asyncio.Future[frozenset[str]] | None = None,
         ) -> None:
-            self.started.append("rows" if rows else "shows")
-            await self.open.wait()
+            what = "rows" if rows else "shows"
+            self.started.append(what)
+            await self.gates[what].wait()
 
     store: dict[str, bytes] = {}
     gated = GatedRows()
@@ -404,7 +406,13 @@ async def test_no_state_is_stored_before_the_rows_and_shows_are_written() -> Non
     for _ in range(20):
         await asyncio.sleep(0)
     assert gated.started == ["shows", "rows"]  # both under way at once
-    assert store == {}  # and nothing stored while they are
-    gated.open.set()
-    await batch
-    assert UserRecord.decode(store["u"]).pulls == 1
+    assert store == {}  # and nothing stored while the rows are
+    gated.gates["rows"].set()
+    shows_written = await batch
+    assert UserRecord.decode(store["u"]).pulls == 1  # stored while the shows are written
+    assert shows_written is not None
+    assert not shows_written.done()
+    gated.gates["shows"].set()
+    await shows_written
+    # A batch without production shows leaves nothing to wait for.
+    assert await p.handle([raw(feedback("u", "b"), 2)]) is None
