@@ -50,14 +50,15 @@ hold a partition for ever: the input topics take neither.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from faust.types import TP
 
-__all__ = ["AckGate", "input_lag"]
+__all__ = ["AckGate", "BatchAcks", "input_lag"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,63 @@ class AckGate:
             return False
 
         consumer.ack = ack
+
+
+class BatchAcks:
+    """Acks each processed batch's messages through the gate once its remaining write (the
+    production shows') is done, in batch order.
+
+    A batch's acks wait in a task while the next batch runs; ``after`` returns once the
+    acks of the batch before are done, so at most one batch's acks are outstanding, and a
+    failed write raises there, one batch late. A batch from before a rebalance is not acked:
+    faust reads it again from the committed offsets.
+    """
+
+    __slots__ = ("_ack", "_gate", "_generation", "_last")
+
+    def __init__(
+        self, gate: AckGate, ack: Callable[[Any], object], generation: Callable[[], int]
+    ) -> None:
+        self._gate = gate
+        self._ack = ack
+        self._generation = generation
+        self._last: asyncio.Future[None] | None = None
+
+    async def after(
+        self,
+        written: Awaitable[None] | None,
+        processed: Iterable[_Record],
+        messages: Sequence[Any],
+    ) -> None:
+        """Ack ``messages`` once ``written`` is done (``processed``: the admitted records)."""
+        previous = self._last
+        self._last = asyncio.ensure_future(self._ack_when(previous, written, processed, messages))
+        if previous is not None:
+            await previous
+
+    async def done(self) -> None:
+        """Wait for the acks still outstanding (before a stop)."""
+        if self._last is not None:
+            await self._last
+
+    async def _ack_when(
+        self,
+        previous: asyncio.Future[None] | None,
+        written: Awaitable[None] | None,
+        processed: Iterable[_Record],
+        messages: Sequence[Any],
+    ) -> None:
+        if previous is not None:
+            await previous  # the gate wants each partition's offsets in order
+        if written is not None:
+            await written
+        generation = self._generation()
+        if any(m.generation_id != generation for m in messages):
+            return
+        # Only now may faust commit these offsets.
+        self._gate.mark_processed((r.topic, r.partition, r.offset) for r in processed)
+        for message in messages:
+            self._ack(message)
 
 
 def input_lag(

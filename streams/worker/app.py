@@ -28,7 +28,7 @@ from mode.types.signals import BaseSignalT
 from bandit.base import Moment, Policy, Task, choice_rng
 from bandit.registry import make_policy
 from streams.settings import Settings
-from streams.worker.ackgate import AckGate, input_lag
+from streams.worker.ackgate import AckGate, BatchAcks, input_lag
 from streams.worker.batches import FetchedBatches, WorkerApp
 from streams.worker.changelog import ChangelogBatches
 from streams.worker.http import ScoreRequest, mount_views
@@ -241,7 +241,9 @@ class Worker:
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._batch_done: asyncio.Event | None = None  # set, and replaced, after each batch
-        self._acks: asyncio.Future[None] | None = None  # the last batch's, once written
+        # Looked up at each ack: the consumer comes later, its ack wrapped by the gate.
+        ack = lambda message: self.app.consumer.ack(message)  # noqa: E731, PLW0108
+        self.batch_acks = BatchAcks(self.ack_gate, ack, lambda: self.app.consumer_generation_id)
         # Read when /metrics is scraped, from what /healthz reads too.
         self.metrics.watch(
             ready=self.is_ready,
@@ -289,7 +291,7 @@ class Worker:
                     # written and its offsets acked, then honour it.
                     await _uncancellable(worker.process_messages(messages, waited_s))
             finally:
-                await worker.acks_done()  # the last batch's shows written and its offsets acked
+                await worker.batch_acks.done()  # the last batch's shows written, its offsets acked
                 await worker.sink.stop()
 
         @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
@@ -391,51 +393,15 @@ class Worker:
             self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
 
     async def process_messages(self, messages: list[Message], waited_s: float = 0.0) -> None:
-        """Process a batch of fetched messages, and have each acked (through the ack gate)
-        once its shows are written too; ``waited_s``: how long the batch waited for the
-        changelog to keep up.
-
-        The acks of a batch whose shows are still being written wait in a task while the
-        next batch runs, in batch order; that batch waits for them at its end, so at most
-        one batch's acks are outstanding (and a failed write raises here, one batch late).
-        """
+        """Process a batch of fetched messages, each acked once its shows are written too
+        (``BatchAcks``); ``waited_s``: how long it waited for the changelog to keep up."""
         generation = self.app.consumer_generation_id
         # Fetched before a rebalance: not ours to process now (faust reads them again).
         current = [m for m in messages if m.generation_id == generation]
         if not current:
             return
         admitted, shows_written = await self.process_batch([_raw(m) for m in current], waited_s)
-        previous = self._acks
-        self._acks = asyncio.ensure_future(
-            self._ack_when_written(previous, shows_written, admitted, current)
-        )
-        if previous is not None:
-            await previous
-
-    async def acks_done(self) -> None:
-        """Wait for the acks still outstanding (before a stop)."""
-        if self._acks is not None:
-            await self._acks
-
-    async def _ack_when_written(
-        self,
-        previous: asyncio.Future[None] | None,
-        shows_written: asyncio.Future[None] | None,
-        admitted: list[RawEvent],
-        messages: list[Message],
-    ) -> None:
-        if previous is not None:
-            await previous  # offsets are acked in batch order (the gate wants them so)
-        if shows_written is not None:
-            await shows_written
-        generation = self.app.consumer_generation_id
-        if any(m.generation_id != generation for m in messages):
-            return  # a rebalance came between: faust reads the batch again from the commit
-        # Only now may faust commit these offsets (see streams/ackgate.py).
-        self.ack_gate.mark_processed((r.topic, r.partition, r.offset) for r in admitted)
-        ack = self.app.consumer.ack
-        for message in messages:
-            ack(message)
+        await self.batch_acks.after(shows_written, admitted, current)
 
     async def process_batch(
         self, batch: list[RawEvent], waited_s: float = 0.0

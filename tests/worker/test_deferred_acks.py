@@ -85,7 +85,7 @@ async def test_acks_wait_for_the_shows_write_and_keep_batch_order() -> None:
     first_shows.set_result(None)
     await second
     await worker.process_messages(batch(4))  # no shows: acked as soon as the ones before
-    await worker.acks_done()
+    await worker.batch_acks.done()
     assert consumer.acked == [0, 1, 2, 3, 4, 5]
     assert worker.ack_gate.holes() == {}
 
@@ -96,7 +96,7 @@ async def test_a_batch_from_before_a_rebalance_is_not_acked() -> None:
     await worker.process_messages(batch(0))
     worker.app.consumer_generation_id = 2  # a rebalance while the shows were written
     shows.set_result(None)
-    await worker.acks_done()
+    await worker.batch_acks.done()
     assert consumer.acked == []  # faust reads the batch again from the committed offset
 
 
