@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -113,7 +114,7 @@ def make_workload(
             value = orjson.dumps(doc)
             work.records.append((kind, user, value))
             model = TipShown if kind == "shown" else TipFeedback
-            per_user[user].append(model.model_validate_json(value))
+            per_user[user].append(msgspec.json.decode(value, type=model))
         work.feedback_ids.append(str(feedback["eventId"]))
     policy = make_policy(POLICY)
     joiner = Joiner([policy], reward_wait_ms=86_400_000)

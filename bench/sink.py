@@ -22,10 +22,10 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
-from pydantic import TypeAdapter
+import msgspec
 
 from bench.report import print_figures
-from schemas.events import CandidateTip, TipShown, from_epoch_ms
+from schemas.events import TipShown, from_epoch_ms
 from schemas.migrations import migrate
 from streams.dev.devstack import ensure_up
 from streams.settings import get_settings
@@ -52,7 +52,8 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::
                      $6::double precision[], $7::json[], $8::json[])
 ON CONFLICT (event_id) DO NOTHING
 """
-_CANDIDATES = TypeAdapter(list[CandidateTip])
+
+_JSON = msgspec.json.Encoder()  # features and candidates, as their wire JSON
 
 
 def _rows(n: int) -> list[FeedbackRow]:
@@ -81,7 +82,7 @@ def _shows(n: int, candidates: int) -> list[TipShown]:
         for k in range(candidates)
     ]
     return [
-        TipShown.model_validate(
+        msgspec.convert(
             {
                 "type": "TipShown",
                 "schemaVersion": 1,
@@ -94,7 +95,7 @@ def _shows(n: int, candidates: int) -> list[TipShown]:
                 "features": features,
                 **({"candidates": listed} if candidates else {}),
             },
-            strict=False,
+            TipShown,
         )
         for i in range(n)
     ]
@@ -116,8 +117,8 @@ async def _unnest_write(
             [s.event_id for s in shows], [s.tip_id for s in shows], [s.user_id for s in shows],
             [s.served_at for s in shows], [s.policy for s in shows],
             [s.propensity for s in shows],
-            [s.features.model_dump_json(by_alias=True) for s in shows],
-            [_CANDIDATES.dump_json(s.candidates, by_alias=True).decode()
+            [_JSON.encode(s.features).decode() for s in shows],
+            [_JSON.encode(s.candidates).decode()
              if s.candidates is not None else None for s in shows],
         )  # fmt: skip
 

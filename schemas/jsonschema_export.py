@@ -1,4 +1,4 @@
-"""JSON Schema files for the events, generated from the pydantic models.
+"""JSON Schema files for the events, generated from the msgspec structs.
 
 Teams producing events in other languages validate against these files. Regenerate after
 changing ``schemas/events.py``: ``uv run python -m schemas.jsonschema_export``; a test fails
@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgspec
 import orjson
 
-from schemas.events import TipFeedback, TipShown
+from schemas.events import SIM_NEEDS_RUN_ID, TipFeedback, TipShown
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
 
@@ -20,11 +21,15 @@ OUT_DIR = Path(__file__).parent / "jsonschema"
 def schemas() -> dict[str, bytes]:
     files = {}
     for model in (TipShown, TipFeedback):
-        document = model.model_json_schema(by_alias=True, mode="validation")
+        generated = msgspec.json.schema(model)
+        definitions = generated["$defs"]
+        root = definitions.pop(model.__name__)  # the event itself, not a $ref to it
         document = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://tipstream.dev/schemas/{model.__name__}.v1.json",
-            **document,
+            **root,
+            **SIM_NEEDS_RUN_ID,
+            **({"$defs": definitions} if definitions else {}),
         }
         files[f"{model.__name__}.v1.schema.json"] = (
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

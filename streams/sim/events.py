@@ -6,7 +6,7 @@ records for the :class:`~streams.sim.publisher.Publisher`; :func:`features_json`
 ``sim_events.features`` document of the judgment.
 
 Load mode encodes tens of thousands of events a second, where building and serialising the
-pydantic models costs more than everything else: :meth:`RunEvents.shown_value` and
+event structs costs more than everything else: :meth:`RunEvents.shown_value` and
 :meth:`RunEvents.feedback_value` write the very same bytes as ``encode`` of the models
 (tests/sim/test_event_values.py compares them), from plain values, without validating.
 """
@@ -90,7 +90,6 @@ class RunEvents:
         task = tasks[picked.index]
         shown_id, _ = event_ids(self.run_id, user.user_id, round_)
         return TipShown(
-            type="TipShown",
             **self._envelope(shown_id, user, task.tip_id),
             served_at=from_epoch_ms(served_at_ms),
             policy=policy,
@@ -120,7 +119,6 @@ class RunEvents:
         """The reaction, ``dwell_ms`` after the show."""
         _, feedback_id = event_ids(self.run_id, user.user_id, round_)
         return TipFeedback(
-            type="TipFeedback",
             **self._envelope(feedback_id, user, task.tip_id),
             action=Action(judgment.action),
             dwell_ms=judgment.dwell_ms,
@@ -133,7 +131,6 @@ class RunEvents:
         stream_clock``)."""
         base = f"{self.run_id}/{user.user_id}/{round_}"
         return TipFeedback(
-            type="TipFeedback",
             **self._envelope(f"{base}/clock", user, tip_id),
             action=Action.HELPFUL,
             occurred_at=from_epoch_ms(at_ms),
@@ -159,8 +156,8 @@ class RunEvents:
         shown_id, _ = event_ids(self.run_id, user_id, round_)
         return orjson.dumps(
             {
-                **self._wire_envelope(shown_id, user_id, tip_ids[chosen]),
                 "type": "TipShown",
+                **self._wire_envelope(shown_id, user_id, tip_ids[chosen]),
                 "servedAt": rfc3339(served_at_ms),
                 "policy": policy,
                 "propensity": propensity,
@@ -187,8 +184,8 @@ class RunEvents:
         _, feedback_id = event_ids(self.run_id, user_id, round_)
         return orjson.dumps(
             {
-                **self._wire_envelope(feedback_id, user_id, tip_id),
                 "type": "TipFeedback",
+                **self._wire_envelope(feedback_id, user_id, tip_id),
                 "action": action,
                 "dwellMs": dwell_ms,
                 "occurredAt": rfc3339(served_at_ms + dwell_ms),
@@ -196,7 +193,7 @@ class RunEvents:
         )
 
     def _wire_envelope(self, event_id: str, user_id: str, tip_id: str) -> dict[str, Any]:
-        """``_envelope`` as ``encode`` writes it (camelCase, in the models' field order)."""
+        """``_envelope`` as ``encode`` writes it (camelCase, in the structs' field order)."""
         return {
             "schemaVersion": 1,
             "eventId": event_id,

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import asyncpg
-from pydantic import TypeAdapter
+import msgspec
 
-from schemas.events import CandidateTip, TipShown, from_epoch_ms
+from schemas.events import TipShown, from_epoch_ms
 from schemas.migrations import migrate
 from streams.worker.joiner import FeedbackRow
 from streams.worker.metrics import WorkerMetrics
@@ -78,7 +78,8 @@ FROM stage_shown
 ON CONFLICT (event_id) DO NOTHING
 """
 
-_CANDIDATES = TypeAdapter(list[CandidateTip])
+_JSON = msgspec.json.Encoder()  # features and candidates, as their wire JSON
+
 
 _RETRYABLE = (
     OSError,
@@ -289,11 +290,8 @@ def _show_records(shows: Sequence[TipShown]) -> list[tuple[object, ...]]:
             s.served_at,
             s.policy,
             s.propensity,
-            # pydantic's own JSON, not model_dump then orjson: half the time (1.7 µs a show).
-            s.features.model_dump_json(by_alias=True),
-            _CANDIDATES.dump_json(s.candidates, by_alias=True).decode()
-            if s.candidates is not None
-            else None,
+            _JSON.encode(s.features).decode(),
+            _JSON.encode(s.candidates).decode() if s.candidates is not None else None,
         )
         for s in shows
     ]

@@ -8,6 +8,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -224,11 +225,11 @@ async def test_jsonb_show_rows_survive_the_json_migration(
 
         # The sink writes the new column type (its statement casts to json).
         await sink.start()
-        show = TipShown.model_validate_json(orjson.dumps({
+        show = msgspec.json.decode(orjson.dumps({
             "type": "TipShown", "schemaVersion": 1, "eventId": "s3", "tipId": "t-é",
             "userId": "u", "servedAt": "2199-01-01T00:03:00Z", "policy": "random",
             "propensity": 0.5, "features": orjson.loads(features), "candidates": cands,
-        }))  # fmt: skip
+        }), type=TipShown)  # fmt: skip
         await sink.write([], [show])
         await sink.write([], [show])  # a replay writes no second row
         for i, reward in enumerate((1000, -1000, 400, -200)):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
@@ -65,7 +66,7 @@ def test_every_schema_instance_decodes_and_encode_round_trips(name: str) -> None
         # digits and the offset are not kept, and the worker reads milliseconds only.
         field = "served_at" if isinstance(decoded, TipShown) else "occurred_at"
         in_ms = from_epoch_ms(to_epoch_ms(getattr(decoded, field)))
-        assert again == decoded.model_copy(update={field: in_ms})
+        assert again == msgspec.structs.replace(decoded, **{field: in_ms})
         assert not isinstance(again, DecodeError)
         assert encode(again) == encoded  # and encoding is stable from then on
 
@@ -99,8 +100,8 @@ def test_a_timestamp_must_have_a_utc_millisecond_datetime(timestamp: str, valid:
     decoded = decode_shown(orjson.dumps({**SHOWN, "servedAt": timestamp}))
     assert isinstance(decoded, TipShown) is valid, decoded
     if isinstance(decoded, TipShown):
-        assert decode_shown(encode(decoded)) == decoded.model_copy(
-            update={"served_at": from_epoch_ms(decoded.served_at_ms)}
+        assert decode_shown(encode(decoded)) == msgspec.structs.replace(
+            decoded, served_at=from_epoch_ms(decoded.served_at_ms)
         )
     else:
         assert (decoded.code, decoded.detail.split(":")[0]) == ("schema_violation", "servedAt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import orjson
 import pytest
 
@@ -19,7 +20,7 @@ WAIT_MS = 60_000
 
 
 def show(tip: str = "t1", event_id: str | None = None, at: datetime = T0) -> TipShown:
-    return TipShown.model_validate(
+    return msgspec.convert(
         {
             "type": "TipShown",
             "schemaVersion": 1,
@@ -37,7 +38,7 @@ def show(tip: str = "t1", event_id: str | None = None, at: datetime = T0) -> Tip
                 "taskAgeDays": 2.0,
             },
         },
-        strict=False,
+        TipShown,
     )
 
 
@@ -58,7 +59,7 @@ def feedback(
         "dwellMs": dwell,
         "occurredAt": at or T0 + timedelta(seconds=40),
     }
-    return TipFeedback.model_validate(document, strict=False)
+    return msgspec.convert(document, TipFeedback)
 
 
 @pytest.fixture
