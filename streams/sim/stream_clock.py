@@ -26,8 +26,8 @@ as the worker counts them (``pulls``), and with ``--concurrency 1`` both ways gi
 choices and rewards (``tests/sim/test_sim_delay_worker.py``).
 
 The worker's stream time only moves forward, and other traffic in the same partitions moves
-it too: a run needs input topics that hold no record at or after the epoch, that is topics
-(and a worker) of its own (:func:`check_fresh_topics`). Record times from 2000 also mean the
+it too: a run needs input topics that were never written to, that is topics (and a worker)
+of its own (:func:`check_fresh_topics`). Record times from 2000 also mean the
 worker's ``tipstream_processing_lag_seconds`` reads 26 years for these records, and that the
 broker may delete the run's records (``log.retention.*``) soon after the worker read them.
 """
@@ -88,28 +88,33 @@ class StreamClock:
 
 
 async def check_fresh_topics(settings: Settings) -> None:
-    """Refuse input topics that already hold a record at or after the epoch: their
-    partitions' stream time would be ahead of the run's, and its shows would expire at
-    once."""
+    """Refuse input topics that were ever written to: a partition's stream time would be
+    ahead of the run's, and its shows would expire at once.
+
+    Not "that hold a record at or after the epoch": the broker's time retention deletes
+    records dated 2000 within minutes (``log.retention.check.interval.ms``), and an earlier
+    run's records were found gone while the worker's stream time stayed ahead. End offsets
+    never go back.
+    """
     consumer = AIOKafkaConsumer(**settings.aiokafka_kwargs(), enable_auto_commit=False)
     await consumer.start()
     try:
         listed = await consumer.topics()
-        wanted = {
-            TopicPartition(topic, partition): STREAM_EPOCH_MS
+        wanted = [
+            TopicPartition(topic, partition)
             for topic in (settings.topic_shown, settings.topic_feedback)
             if topic in listed
             for partition in range(settings.partitions)  # ensure_topics checked the count
-        }
-        found = await consumer.offsets_for_times(wanted)
+        ]
+        ends = await consumer.end_offsets(wanted) if wanted else {}
     finally:
         await consumer.stop()
-    taken = sorted(f"{tp.topic}[{tp.partition}]" for tp, hit in found.items() if hit is not None)
+    taken = sorted(f"{tp.topic}[{tp.partition}]" for tp, end in ends.items() if end > 0)
     if taken:
         raise SimUsageError(
             "late feedback through the worker plays in stream time of its own, from "
-            f"2000-01-01, and {', '.join(taken[:4])}{' …' if len(taken) > 4 else ''} already "
-            "hold later records: use input topics and a worker of their own "
+            f"2000-01-01, and {', '.join(taken[:4])}{' …' if len(taken) > 4 else ''} were "
+            "written to before: use input topics and a worker of their own "
             "(TIPSTREAM_TOPIC_SHOWN, TIPSTREAM_TOPIC_FEEDBACK, TIPSTREAM_APP_ID), fresh for "
             "each such run"
         )

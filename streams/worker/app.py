@@ -238,6 +238,7 @@ class Worker:
         self._stalls = StallWatch()
         self._log_start: dict[TP, int] = {}  # where never-committed partitions begin
         self.input_lag: dict[tuple[str, int], int] = {}  # refreshed by reread_missed
+        self.lag_refresh: asyncio.Future[None] | None = None
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._batch_done: asyncio.Event | None = None  # set, and replaced, after each batch
@@ -311,12 +312,15 @@ class Worker:
             active = worker.active_partitions()
             worker.pipeline.on_partitions_changed(active)
             worker.metrics.rebalances.inc()
+            # The lag at once, not at the next timer: a fast worker may have read it all by then.
+            worker.lag_refresh = asyncio.ensure_future(worker.reread_missed(lag_only=True))
             log.info("rebalance complete: active partitions %s", sorted(active) or "none")
 
         mount_views(app, worker)
 
-    async def reread_missed(self) -> None:
-        """Seek back to input events that were not processed, once the stream is steady.
+    async def reread_missed(self, lag_only: bool = False) -> None:
+        """Seek back to input events that were not processed, once the stream is steady
+        (``lag_only``: just refresh the lag, as at once when partitions are assigned).
 
         Two cases: a hole the ack gate saw (faust skipped or dropped an event before a later
         one), and a partition with lag that makes no progress for ``STALL_S`` while the
@@ -324,7 +328,7 @@ class Worker:
         never reached the stream; seen after faust's start-up seek). Reading again is
         idempotent, so a false alarm only costs work.
         """
-        if self.app.rebalancing or not self.app.flow_control.is_active():
+        if not lag_only and (self.app.rebalancing or not self.app.flow_control.is_active()):
             return
         consumer = self.app.consumer
         holes = self.ack_gate.holes()
@@ -344,7 +348,7 @@ class Worker:
         if unknown:
             self._log_start.update(await consumer.earliest_offsets(*unknown))
         self._publish_lag(ends)
-        for tp in inputs:
+        for tp in inputs if not lag_only else []:
             key = (tp.topic, tp.partition)
             target = holes.get(key)
             if target is None:
@@ -384,11 +388,8 @@ class Worker:
         """
         committed = cast("Any", self.app.consumer)._committed_offset  # filled by faust
         # Once per partition of the batch, not per event: this runs on the hot path.
-        unknown = [
-            tp
-            for tp in {TP(topic, p) for topic, p in {(r.topic, r.partition) for r in batch}}
-            if tp not in self._log_start and committed.get(tp) is None
-        ]
+        tps = {TP(topic, p) for topic, p in {(r.topic, r.partition) for r in batch}}
+        unknown = [tp for tp in tps if tp not in self._log_start and committed.get(tp) is None]
         if unknown:
             self._log_start.update(await self.app.consumer.earliest_offsets(*unknown))
 

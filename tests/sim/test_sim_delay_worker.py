@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from judges.delay import parse_delay
 from judges.world import World
@@ -30,7 +32,7 @@ from streams.settings import Settings
 from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig, SimUsageError, make_users, resolve_personas
 from streams.sim.delivery import APPLIED, EXPIRED, LATE, Delivery
-from streams.sim.stream_clock import STREAM_EPOCH_MS
+from streams.sim.stream_clock import STREAM_EPOCH_MS, check_fresh_topics
 from tests.sim.simhelpers import consume_run, judgments, run_rows
 
 pytestmark = pytest.mark.integration
@@ -163,3 +165,28 @@ async def test_late_feedback_through_the_worker_is_the_in_process_schedule(
     assert outcomes["expired"] == kinds[EXPIRED]
     assert outcomes["late"] == kinds[LATE]
     assert outcomes["legacy"] == len(clocks)
+
+
+async def test_topics_whose_records_retention_deleted_are_not_taken_for_fresh(
+    topics: Settings,
+) -> None:
+    """Records dated 2000 breach any time retention: the broker deletes an earlier run's
+    within minutes, while a worker's stream time stays ahead. Injected with DeleteRecords."""
+    await check_fresh_topics(topics)  # fresh: no refusal
+    producer = AIOKafkaProducer(**topics.aiokafka_kwargs())  # type: ignore[arg-type]
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            topics.topic_feedback, b"{}", key=b"u", timestamp_ms=STREAM_EPOCH_MS
+        )
+    finally:
+        await producer.stop()
+    admin = AIOKafkaAdminClient(**topics.aiokafka_kwargs())  # type: ignore[arg-type]
+    await admin.start()
+    try:
+        tp = TopicPartition(sent.topic, sent.partition)
+        await admin.delete_records({tp: RecordsToDelete(before_offset=sent.offset + 1)})
+    finally:
+        await admin.close()
+    with pytest.raises(SimUsageError, match="were written to before"):
+        await check_fresh_topics(topics)
