@@ -355,10 +355,12 @@ async def _alternate(
 
 
 async def _forget_rows(settings: Settings) -> None:
-    """Delete the bench users' ``tip_feedback`` rows, so that the next worker inserts them as
-    the first did rather than finding them there."""
+    """Delete the bench users' ``tip_feedback`` and ``tip_shown`` rows, so that the next
+    worker inserts them as the first did rather than finding them there (a conflict costs
+    less than an insert: leaving the shows made every turn after the first look faster)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute("DELETE FROM tip_feedback WHERE user_id LIKE 'bench-user-%'")
+        await conn.execute("DELETE FROM tip_shown WHERE user_id LIKE 'bench-user-%'")
     finally:
         await conn.close()
