@@ -116,7 +116,7 @@ class Source(StrEnum):
 class TipFeatures(Struct, frozen=True, rename="camel"):
     hour_of_day: Annotated[int, Meta(ge=0, le=23)]
     day_of_week: Annotated[int, Meta(ge=0, le=6, description="Monday = 0")]
-    priority: Annotated[int, Meta(ge=1, le=4, description="Todoist priority")]
+    priority: Annotated[_Priority, Meta(description="Todoist priority")]
     is_overdue: bool
     task_age_days: Annotated[_FINITE_DAYS, Meta(description="days since due date")]
 

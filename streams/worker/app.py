@@ -324,9 +324,8 @@ class Worker:
 
         Two cases: a hole the ack gate saw (faust skipped or dropped an event before a later
         one), and a partition with lag that makes no progress for ``STALL_S`` while the
-        pipeline has nothing fetched waiting (``streams.worker.stalls``; its tail
-        never reached the stream; seen after faust's start-up seek). Reading again is
-        idempotent, so a false alarm only costs work.
+        pipeline has nothing fetched waiting (``streams.worker.stalls``; its tail never reached
+        the stream; seen after faust's start-up seek). Reading again is idempotent.
         """
         if not lag_only and (self.app.rebalancing or not self.app.flow_control.is_active()):
             return
@@ -348,7 +347,9 @@ class Worker:
         if unknown:
             self._log_start.update(await consumer.earliest_offsets(*unknown))
         self._publish_lag(ends)
-        for tp in inputs if not lag_only else []:
+        if lag_only:
+            return
+        for tp in inputs:
             key = (tp.topic, tp.partition)
             target = holes.get(key)
             if target is None:
