@@ -38,12 +38,7 @@ from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
 from streams.worker.rocksdb_store import ROCKSDB_STORE_URL, rocksdb_options
 from streams.worker.sink import FeedbackSink
 from streams.worker.stalls import STALL_S, StallWatch
-from streams.worker.state import (
-    UserRecord,
-    key_partition,
-    user_key,
-    user_state,
-)
+from streams.worker.state import UserRecord, key_partition, user_key, user_state
 
 __all__ = [
     "STATE_TABLE",
@@ -233,6 +228,7 @@ class Worker:
             self,
             self.metrics,
         )
+        self.pipeline.ahead.source = lambda n: [_raw(m) for m in self.batches.ahead(n)]
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._reread: dict[TP, tuple[int, float]] = {}
         self._stalls = StallWatch()
@@ -414,7 +410,7 @@ class Worker:
         admitted = self.ack_gate.admit(batch)
         started = time.perf_counter()
         shows_written = await self.pipeline.handle(admitted)
-        await self.table.changelog.send()  # delivered before any of the batch is acked
+        await self.pipeline.ahead.wait(self.table.changelog.send())  # before any ack
         self.pipeline.steps.mark("changelog")
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._report_steps(len(admitted), waited_s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, cast
 
 import faust
@@ -42,22 +43,30 @@ class FetchedBatches:
     aiokafka's prefetch fills its own buffer), so memory stays bounded. ``take`` merges what
     is waiting into one batch of at most ``max_events``: the busier the worker, the bigger
     its batches, and an idle worker processes a lone event at once.
+
+    ``ahead`` hands out waiting messages of later batches once each, in order, for the
+    pipeline to decode while it waits for a write (``streams.worker.lookahead``).
     """
 
     def __init__(self, max_events: int, max_fetches: int = 4) -> None:
         self.max_events = max_events
         self._queue: asyncio.Queue[list[Message]] = asyncio.Queue(max_fetches)
         self._carry: list[Message] = []
+        # What waits, in order, is the messages ``ahead`` handed out, then ``_unseen``.
+        self._unseen: deque[Message] = deque()
+        self._seen = 0
 
     def offer(self, messages: list[Message]) -> bool:
         """Queue the fetch if there is room now (the fast path: no task to wait in)."""
         if self._queue.full():
             return False
         self._queue.put_nowait(messages)
+        self._unseen.extend(messages)
         return True
 
     async def put(self, messages: list[Message]) -> None:
         await self._queue.put(messages)
+        self._unseen.extend(messages)
 
     async def take(self) -> list[Message]:
         """The next batch, in fetch order (so in offset order within each partition)."""
@@ -65,7 +74,20 @@ class FetchedBatches:
         while len(batch) < self.max_events and not self._queue.empty():
             batch = batch + self._queue.get_nowait()
         self._carry = batch[self.max_events :]
+        taken = min(len(batch), self.max_events)
+        if taken <= self._seen:
+            self._seen -= taken
+        else:
+            for _ in range(min(taken - self._seen, len(self._unseen))):
+                self._unseen.popleft()
+            self._seen = 0
         return batch[: self.max_events]
+
+    def ahead(self, n: int) -> list[Message]:
+        """Up to ``n`` waiting messages not handed out before, oldest first."""
+        out = [self._unseen.popleft() for _ in range(min(n, len(self._unseen)))]
+        self._seen += len(out)
+        return out
 
     @property
     def waiting(self) -> bool:
@@ -79,6 +101,8 @@ class FetchedBatches:
         self._carry = []
         while not self._queue.empty():
             dropped += len(self._queue.get_nowait())
+        self._unseen.clear()
+        self._seen = 0
         return dropped
 
 

@@ -37,6 +37,7 @@ from streams.settings import Settings
 from streams.worker.hot_cache import HotCache
 from streams.worker.joiner import FeedbackRow, Joiner, PolicyModels
 from streams.worker.learning import Learner, learn_together
+from streams.worker.lookahead import DecodeAhead
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pools import Pools
@@ -218,12 +219,15 @@ class Pipeline:
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
         self.hot = HotCache(round(settings.hot_cache_mb * 2**20))
         self.steps = BatchSteps()  # the last batch's
+        # Later batches' events decoded while this one waits (its ``source`` set by the app).
+        self.ahead = DecodeAhead(self._decode, max_kept=8 * settings.batch_max)
 
     # -- partitions --------------------------------------------------------------------
 
     def on_partitions_changed(self, active: set[int]) -> None:
         """Forget what we knew of partitions we may have lost or gained (rebalance)."""
         self.hot.clear()  # also guarded by the bytes in _load; clearing frees the memory
+        self.ahead.clear()
         for partition in list(self._indexed):
             if partition not in active:
                 self._forget_partition(partition)
@@ -315,7 +319,7 @@ class Pipeline:
         for raw in batch:
             stream_time = self._stream_time_ms.get(raw.partition, 0)
             self._stream_time_ms[raw.partition] = max(stream_time, raw.timestamp_ms)
-            decoded = self._decode(raw)
+            decoded = self.ahead.decode(raw)
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
                 continue
@@ -399,7 +403,7 @@ class Pipeline:
             encoded.append(_Encoded(key, record, models, again, new_chunks, record.encode(), gone))
         steps.mark("encode")
         if rows_written is not None:
-            await rows_written
+            await self.ahead.wait(rows_written)
         steps.mark("rows")
         for e in encoded:
             self._write_again(e.key, e.again)

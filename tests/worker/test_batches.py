@@ -79,3 +79,37 @@ async def test_an_aiokafka_without_the_fetch_wait_is_warned_of_not_a_crash(
         assert thread._create_worker_consumer(worker.app.transport) is other
     assert not hasattr(other, "_fetch_max_wait_ms")
     assert ["fetch wait" in r.getMessage() for r in caplog.records] == [True]
+
+
+async def test_ahead_hands_out_each_waiting_message_once_in_order() -> None:
+    batches = FetchedBatches(max_events=3)
+    batches.offer(_fetch(1, 2))
+    batches.offer(_fetch(3, 4, 5))
+    assert batches.ahead(2) == [1, 2]
+    assert batches.ahead(10) == [3, 4, 5]
+    assert batches.ahead(10) == []
+    assert await batches.take() == [1, 2, 3]  # taking changes nothing of what is waiting
+    assert await batches.take() == [4, 5]
+
+
+async def test_ahead_skips_what_a_batch_took_before_it_was_handed_out() -> None:
+    batches = FetchedBatches(max_events=3)
+    batches.offer(_fetch(1, 2))
+    assert batches.ahead(1) == [1]
+    batches.offer(_fetch(3, 4, 5))
+    assert await batches.take() == [1, 2, 3]
+    assert batches.ahead(10) == [4, 5]
+    await batches.put(_fetch(6))
+    assert await batches.take() == [4, 5, 6]
+    assert batches.ahead(10) == []
+
+
+async def test_ahead_forgets_what_clear_dropped() -> None:
+    batches = FetchedBatches(max_events=3)
+    batches.offer(_fetch(1, 2))
+    assert batches.ahead(1) == [1]
+    batches.clear()
+    batches.offer(_fetch(7))
+    assert batches.ahead(10) == [7]
+    assert await batches.take() == [7]
+    assert batches.ahead(10) == []
