@@ -229,6 +229,7 @@ class Worker:
             self.metrics,
         )
         self.pipeline.ahead.source = lambda n: [_raw(m) for m in self.batches.ahead(n)]
+        self.pipeline.on_fresh = self._wake_waiters
         self.ack_gate = AckGate([settings.topic_shown, settings.topic_feedback])
         self._reread: dict[TP, tuple[int, float]] = {}
         self._stalls = StallWatch()
@@ -414,10 +415,13 @@ class Worker:
         self.pipeline.steps.mark("changelog")
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._report_steps(len(admitted), waited_s)
-        if self._batch_done is not None:  # wake the requests waiting for updates
+        self._wake_waiters()
+        return admitted, shows_written
+
+    def _wake_waiters(self) -> None:  # those waiting for updates (wait_for_updates)
+        if self._batch_done is not None:
             self._batch_done.set()
             self._batch_done = None
-        return admitted, shows_written
 
     def _report_steps(self, events: int, waited_s: float) -> None:
         """Each step's wall time into ``tipstream_batch_step_seconds``; a warning with the
@@ -490,7 +494,7 @@ class Worker:
     # -- scoring -----------------------------------------------------------------------
 
     def record(self, key: str) -> UserRecord | None:
-        blob = self.table.get(key)
+        blob = self.pipeline.fresh.get(key) or self.table.get(key)
         return UserRecord.decode(blob) if blob is not None else None
 
     def score(self, request: ScoreRequest) -> dict[str, Any]:

@@ -5,9 +5,8 @@ user (state key), load each user's record once, join and learn, expire what is o
 write the ``tip_feedback`` rows, and only then store the records. The writes overlap the
 work that needs nothing of them: the feedback rows go to PostgreSQL while the batch learns
 and encodes its records, and the production shows' ``tip_shown`` rows from the decode on,
-through the rest of the batch and into the next one. The state never waits for the shows:
-only the batch's offsets do (``handle`` returns their write). Measured on 6 Dec 2026:
-PostgreSQL took about a quarter of the batch's wall time, waited for in full.
+into the next batch if need be (only the batch's offsets wait for them: ``handle`` returns
+their write). Readers see the encoded records at once (``fresh``), before the store.
 
 Why rows before state: rows are idempotent (``ON CONFLICT DO NOTHING``) and state carries
 the guard. If the worker dies after the rows but before the state is flushed, the replay
@@ -219,6 +218,9 @@ class Pipeline:
         self._waiting: dict[int, tuple[int, int]] = {}  # partition -> (shows, feedback)
         self.hot = HotCache(round(settings.hot_cache_mb * 2**20))
         self.steps = BatchSteps()  # the last batch's
+        # A batch's records while it waits for its rows, for readers (``on_fresh``: wake them).
+        self.fresh: dict[str, bytes] = {}
+        self.on_fresh: Callable[[], None] = lambda: None
         # Later batches' events decoded while this one waits (its ``source`` set by the app).
         self.ahead = DecodeAhead(self._decode, max_kept=8 * settings.batch_max)
 
@@ -402,17 +404,23 @@ class Pipeline:
             new_chunks, gone = record.spill(stored)
             encoded.append(_Encoded(key, record, models, again, new_chunks, record.encode(), gone))
         steps.mark("encode")
-        if rows_written is not None:
-            await self.ahead.wait(rows_written)
-        steps.mark("rows")
-        for e in encoded:
-            self._write_again(e.key, e.again)
-            for number, chunk in e.new_chunks.items():  # before the record (UserRecord.spill)
-                self.store[chunk_key(e.key, number)] = chunk
-            self.store[e.key] = e.blob
-            for number in e.gone:  # after it
-                self.store.pop(chunk_key(e.key, number), None)
-            self.hot.put(e.key, e.blob, e.record, e.models)
+        # Readers (/stats, /score) see the records now; the store waits for the rows.
+        self.fresh = {e.key: e.blob for e in encoded}
+        self.on_fresh()
+        try:
+            if rows_written is not None:
+                await self.ahead.wait(rows_written)
+            steps.mark("rows")
+            for e in encoded:
+                self._write_again(e.key, e.again)
+                for number, chunk in e.new_chunks.items():  # before the record (spill)
+                    self.store[chunk_key(e.key, number)] = chunk
+                self.store[e.key] = e.blob
+                for number in e.gone:  # after it
+                    self.store.pop(chunk_key(e.key, number), None)
+                self.hot.put(e.key, e.blob, e.record, e.models)
+        finally:
+            self.fresh = {}
         steps.mark("store")
         for partition in broken:
             self._indexed.discard(partition)  # rebuilt from the stored records next time
@@ -445,12 +453,8 @@ class Pipeline:
             return DeadLetter(raw, decoded.code, decoded.detail, _key_text(raw.key))
         ids = (decoded.user_id, decoded.event_id, decoded.run_id)
         if raw.key is None or raw.key != decoded.user_id.encode():
-            return DeadLetter(
-                raw,
-                "key_mismatch",
-                f"Kafka key {raw.key!r} is not userId {decoded.user_id!r}",
-                *ids,
-            )
+            detail = f"Kafka key {raw.key!r} is not userId {decoded.user_id!r}"
+            return DeadLetter(raw, "key_mismatch", detail, *ids)
         expected = partition_for(decoded.user_id, self.settings.partitions)
         if expected != raw.partition:
             return DeadLetter(

@@ -10,6 +10,8 @@ import pytest
 
 from bandit.policies.egreedy import EpsilonGreedyV1
 from schemas.events import TipShown
+from streams.settings import Settings
+from streams.worker.app import Worker
 from streams.worker.joiner import FeedbackRow
 from streams.worker.lookahead import DecodeAhead
 from streams.worker.metrics import WorkerMetrics
@@ -108,3 +110,70 @@ async def test_cancelling_the_wait_cancels_the_write() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert write.cancelled()
+
+
+class HeldRows(Rows):
+    """Rows whose write waits until the test lets it go, or fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def write(
+        self,
+        rows: Sequence[FeedbackRow],
+        shows: Sequence[TipShown] = (),
+        withdrawn: asyncio.Future[frozenset[str]] | None = None,
+    ) -> None:
+        if rows:
+            await self.release
+        await super().write(rows, shows, withdrawn)
+
+
+async def test_readers_see_a_batch_before_its_rows_are_written_and_the_store_after() -> None:
+    store: dict[str, bytes] = {}
+    rows = HeldRows()
+    p = Pipeline(SETTINGS, [EpsilonGreedyV1()], store, rows, Letters(), WorkerMetrics())
+    woken: list[dict[str, bytes]] = []
+    p.on_fresh = lambda: woken.append(dict(p.fresh))
+    handling = asyncio.ensure_future(
+        p.handle([raw(shown("u", "a"), 0), raw(feedback("u", "a"), 1)])
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not handling.done()
+    assert "u" not in store  # the state waits for the rows
+    assert UserRecord.decode(p.fresh["u"]).pulls == 1  # the readers do not
+    assert woken == [p.fresh]
+    rows.release.set_result(None)
+    await handling
+    assert p.fresh == {}
+    assert UserRecord.decode(store["u"]).pulls == 1
+
+
+async def test_a_failed_rows_write_leaves_readers_nothing_unwritten() -> None:
+    store: dict[str, bytes] = {}
+    rows = HeldRows()
+    p = Pipeline(SETTINGS, [EpsilonGreedyV1()], store, rows, Letters(), WorkerMetrics())
+    handling = asyncio.ensure_future(
+        p.handle([raw(shown("u", "a"), 0), raw(feedback("u", "a"), 1)])
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert "u" in p.fresh
+    rows.release.set_exception(ConnectionError("PostgreSQL went away"))
+    with pytest.raises(ConnectionError):
+        await handling
+    assert p.fresh == {}
+    assert store == {}
+
+
+async def test_the_worker_reads_a_batch_s_fresh_record_before_the_table() -> None:
+    worker = Worker(Settings())
+    assert worker.record("u") is None
+    record = UserRecord()
+    record.pulls = 3
+    worker.pipeline.fresh = {"u": record.encode()}
+    found = worker.record("u")
+    assert found is not None
+    assert found.pulls == 3
