@@ -39,11 +39,12 @@ from schemas.events import TipShown, decode_feedback, decode_shown
 from streams.cli.worker import tune_gc
 from streams.settings import Settings
 from streams.worker.app import build_policies
+from streams.worker.decoding import DeadLetter, RawEvent
 from streams.worker.joiner import FeedbackRow, PolicyModels
 from streams.worker.learning import Learner, learn_together
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
-from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.worker.pipeline import Pipeline
 from streams.worker.state import CHUNK_SEPARATOR, UserRecord, is_chunk_key
 
 T0_MS = 1_700_000_000_000

@@ -30,20 +30,20 @@ from bandit.registry import make_policy
 from streams.settings import Settings
 from streams.worker.ackgate import AckGate, BatchAcks, input_lag
 from streams.worker.batches import FetchedBatches, WorkerApp
-from streams.worker.changelog import ChangelogBatches
+from streams.worker.decoding import DeadLetter, RawEvent
 from streams.worker.http import ScoreRequest, mount_views
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
-from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.worker.pipeline import Pipeline
 from streams.worker.rocksdb_store import ROCKSDB_STORE_URL, rocksdb_options
 from streams.worker.sink import FeedbackSink
 from streams.worker.stalls import STALL_S, StallWatch
-from streams.worker.state import UserRecord, key_partition, user_key, user_state
+from streams.worker.state import UserRecord, user_key, user_state
+from streams.worker.state_table import StateTable
 
 __all__ = [
     "STATE_TABLE",
     "BoundedStopWorker",
-    "StateTable",
     "Worker",
     "build_policies",
     "faust_broker_credentials",
@@ -56,42 +56,6 @@ STATE_TABLE = "user-state"
 MIN_UPDATES_TIMEOUT_S = 10.0
 # A batch slower than this is logged with its steps' times (p99 latency's target is 100 ms).
 SLOW_BATCH_S = 0.25
-
-
-class StateTable(faust.Table[str, bytes]):
-    """A table whose changelog partition comes from the key, not from the current event.
-
-    The key's user part hashes (murmur2) to the user's input partition, so records stay
-    co-partitioned with the input topics while batches, expiry sweeps and admin requests
-    write them outside any single event's context.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.value_serializer != "raw":
-            raise TypeError("StateTable holds bytes: its changelog carries them as they are")
-        self.changelog = ChangelogBatches(self)
-
-    def partition_for_key(self, key: Any) -> int:
-        return key_partition(str(key), self.partitions or self.app.conf.topic_partitions)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """One read of the store. faust's (``Mapping.get``) asks the store whether it holds
-        the key and then reads it: two RocksDB reads, each with its key encoded, which with
-        the RocksDB store were a fifth of a loaded worker's time (py-spy, 6 Dec 2026).
-        faust's monitor is not told of the read (nothing here reads its table counters)."""
-        try:
-            return self.data[key]
-        except KeyError:
-            return default
-
-    # A write's changelog record is queued, not sent on its own: ``changelog.send`` sends a
-    # batch's records together (streams/worker/changelog.py says why).
-    def on_key_set(self, key: Any, value: Any) -> None:
-        self.changelog.add(self.partition_for_key(key), str(key), value)
-
-    def on_key_del(self, key: Any) -> None:
-        self.changelog.add(self.partition_for_key(key), str(key), None)
 
 
 class BoundedStopWorker(faust.worker.Worker):

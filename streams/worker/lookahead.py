@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from streams.worker.pipeline import RawEvent
+    from streams.worker.decoding import RawEvent
 
 __all__ = ["DecodeAhead"]
 
@@ -35,7 +35,7 @@ class DecodeAhead(Generic[D]):
     ``decode`` then returns an event's early result, or decodes it now.
 
     >>> ahead = DecodeAhead(lambda raw: raw.value.upper(), max_kept=10)
-    >>> from streams.worker.pipeline import RawEvent
+    >>> from streams.worker.decoding import RawEvent
     >>> ahead.decode(RawEvent("t", 0, 7, 0, None, b"x"))
     b'X'
     """

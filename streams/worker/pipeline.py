@@ -31,14 +31,14 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from bandit.base import Policy
-from schemas.events import DecodeError, TipFeedback, TipShown, decode_feedback, decode_shown
+from schemas.events import TipFeedback, TipShown
 from streams.settings import Settings
+from streams.worker.decoding import DeadLetter, RawEvent, decode_event
 from streams.worker.hot_cache import HotCache
 from streams.worker.joiner import FeedbackRow, Joiner, PolicyModels
 from streams.worker.learning import Learner, learn_together
 from streams.worker.lookahead import DecodeAhead
 from streams.worker.metrics import WorkerMetrics
-from streams.worker.partitioning import partition_for
 from streams.worker.pools import Pools
 from streams.worker.state import (
     SIM_SEPARATOR,
@@ -52,7 +52,7 @@ from streams.worker.state import (
     user_state,
 )
 
-__all__ = ["BatchSteps", "DeadLetter", "DeadLetterSink", "Pipeline", "RawEvent", "RowSink"]
+__all__ = ["BatchSteps", "DeadLetterSink", "Pipeline", "RowSink"]
 
 log = logging.getLogger(__name__)
 
@@ -60,50 +60,6 @@ log = logging.getLogger(__name__)
 YIELD_EVERY_USERS = 32
 # Outcomes that say an event was seen before: its user's state is written again (_write_again).
 REPLAYED_OUTCOMES = frozenset({"redelivered", "show_duplicate"})
-
-
-class RawEvent(NamedTuple):
-    """What the pipeline needs of a Kafka record (faust's ``Message``, or a test's); a
-    NamedTuple, built several times faster than a frozen dataclass, once per event."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    event: RawEvent
-    code: str
-    detail: str
-    # What is known of the event, for the log line (the Kafka key when it did not decode).
-    user_id: str | None = None
-    event_id: str | None = None
-    run_id: str | None = None
-
-    def log_context(self) -> dict[str, object]:
-        """``extra=`` for the log record: the ids where known, the code and the source."""
-        return {
-            "user_id": self.user_id,
-            "event_id": self.event_id,
-            "run_id": self.run_id,
-            "code": self.code,
-            "topic": self.event.topic,
-            "partition": self.event.partition,
-            "offset": self.event.offset,
-        }
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [
-            ("x-error-code", self.code.encode()),
-            ("x-error-detail", self.detail.encode()[:1000]),
-            ("x-source-topic", self.event.topic.encode()),
-            ("x-source-partition", str(self.event.partition).encode()),
-            ("x-source-offset", str(self.event.offset).encode()),
-        ]
 
 
 class RowSink(Protocol):
@@ -222,7 +178,9 @@ class Pipeline:
         self.fresh: dict[str, bytes] = {}
         self.on_fresh: Callable[[], None] = lambda: None
         # Later batches' events decoded while this one waits (its ``source`` set by the app).
-        self.ahead = DecodeAhead(self._decode, max_kept=8 * settings.batch_max)
+        self.ahead = DecodeAhead(
+            lambda raw: decode_event(raw, settings), max_kept=8 * settings.batch_max
+        )
 
     # -- partitions --------------------------------------------------------------------
 
@@ -442,30 +400,6 @@ class Pipeline:
         steps.mark("dead_letters")
         return shows_written
 
-    def _decode(self, raw: RawEvent) -> TipShown | TipFeedback | DeadLetter:
-        if raw.topic == self.settings.topic_shown:
-            decoded: TipShown | TipFeedback | DecodeError = decode_shown(
-                raw.value, self.settings.max_event_bytes
-            )
-        else:
-            decoded = decode_feedback(raw.value, self.settings.max_event_bytes)
-        if isinstance(decoded, DecodeError):
-            return DeadLetter(raw, decoded.code, decoded.detail, _key_text(raw.key))
-        ids = (decoded.user_id, decoded.event_id, decoded.run_id)
-        if raw.key is None or raw.key != decoded.user_id.encode():
-            detail = f"Kafka key {raw.key!r} is not userId {decoded.user_id!r}"
-            return DeadLetter(raw, "key_mismatch", detail, *ids)
-        expected = partition_for(decoded.user_id, self.settings.partitions)
-        if expected != raw.partition:
-            return DeadLetter(
-                raw,
-                "wrong_partition",
-                f"key maps to partition {expected} of {self.settings.partitions} (murmur2), "
-                f"event is in {raw.partition}: check the producer's partitioner",
-                *ids,
-            )
-        return decoded
-
     def _add_due_expiries(self, groups: dict[str, _Group]) -> None:
         """Users with a deadline passed by stream time join the batch with no events."""
         for partition, heap in self._deadlines.items():
@@ -586,14 +520,3 @@ class Pipeline:
     def _publish_waiting(self) -> None:
         self.metrics.shows_waiting.set(sum(s for s, _ in self._waiting.values()))
         self.metrics.feedback_waiting.set(sum(f for _, f in self._waiting.values()))
-
-
-def _key_text(key: bytes | None) -> str | None:
-    """The Kafka key (by contract the userId) as text, when it is short, printable UTF-8."""
-    if key is None or len(key) > 128:
-        return None
-    try:
-        text = key.decode()
-    except UnicodeDecodeError:
-        return None
-    return text if text.isprintable() else None

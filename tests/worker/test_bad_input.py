@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.worker.pipeline import RawEvent
+from streams.worker.decoding import RawEvent
 from streams.worker.state import UserRecord
 from tests.worker.events import feedback, shown
 from tests.worker.test_pipeline import SETTINGS, pipeline, raw

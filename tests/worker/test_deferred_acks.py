@@ -14,7 +14,7 @@ from faust.types import TP
 
 from streams.settings import Settings
 from streams.worker.app import Worker
-from streams.worker.pipeline import RawEvent
+from streams.worker.decoding import RawEvent
 
 SETTINGS = Settings()
 

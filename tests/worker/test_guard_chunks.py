@@ -14,9 +14,10 @@ from bandit.policies.egreedy import EpsilonGreedyV1
 from bandit.registry import DEFAULT_POLICY, make_policy
 from streams.settings import Settings
 from streams.worker import state
+from streams.worker.decoding import RawEvent
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
-from streams.worker.pipeline import Pipeline, RawEvent
+from streams.worker.pipeline import Pipeline
 from streams.worker.state import UserRecord, chunk_key, is_chunk_key
 from tests.worker.events import feedback, shown
 from tests.worker.test_pipeline import Letters, Rows

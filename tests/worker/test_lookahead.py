@@ -12,10 +12,11 @@ from bandit.policies.egreedy import EpsilonGreedyV1
 from schemas.events import TipShown
 from streams.settings import Settings
 from streams.worker.app import Worker
+from streams.worker.decoding import RawEvent
 from streams.worker.joiner import FeedbackRow
 from streams.worker.lookahead import DecodeAhead
 from streams.worker.metrics import WorkerMetrics
-from streams.worker.pipeline import Pipeline, RawEvent
+from streams.worker.pipeline import Pipeline
 from streams.worker.state import UserRecord
 from tests.worker.events import feedback, shown
 from tests.worker.test_pipeline import SETTINGS, Letters, Rows, raw
@@ -38,7 +39,7 @@ class SlowRows(Rows):
 def _counting(p: Pipeline) -> list[RawEvent]:
     """Record every event the pipeline decodes itself (now or early)."""
     decoded: list[RawEvent] = []
-    inner = p._decode
+    inner = p.ahead._decode
 
     def decode(event: RawEvent) -> object:
         decoded.append(event)

@@ -14,10 +14,11 @@ from bandit.policies.egreedy import EpsilonGreedyV1
 from bandit.registry import make_policy
 from schemas.events import TipShown
 from streams.settings import Settings
+from streams.worker.decoding import DeadLetter, RawEvent
 from streams.worker.joiner import FeedbackRow, Joiner
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
-from streams.worker.pipeline import DeadLetter, Pipeline, RawEvent
+from streams.worker.pipeline import Pipeline
 from streams.worker.state import UserRecord
 from tests.worker.events import feedback, shown
 

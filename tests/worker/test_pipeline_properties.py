@@ -22,8 +22,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import DECODE_CODES, TipFeedback, TipShown, decode_feedback, decode_shown
+from streams.worker.decoding import RawEvent
 from streams.worker.partitioning import partition_for
-from streams.worker.pipeline import Pipeline, RawEvent
+from streams.worker.pipeline import Pipeline
 from streams.worker.state import UserRecord, user_key
 from tests.schemas.event_strategies import (
     EVENT_NAMES,
