@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         gt=0,
         description="how long (stream time) the guard remembers a settled tip",
     )
+    sim_state_keep_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="how long a worker keeps a simulated run's state (its users' records "
+        "and pooled priors) after the run ended (its `sim_runs` row's `finished_at`); 0 "
+        "keeps it for good",
+    )
     max_event_bytes: int = Field(
         default=64 * 1024,
         ge=1024,

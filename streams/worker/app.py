@@ -56,6 +56,8 @@ STATE_TABLE = "user-state"
 MIN_UPDATES_TIMEOUT_S = 10.0
 # A batch slower than this is logged with its steps' times (p99 latency's target is 100 ms).
 SLOW_BATCH_S = 0.25
+# How often the state of ended simulated runs is looked for (``forget_ended_runs``).
+SWEEP_S = 60.0
 
 
 class BoundedStopWorker(faust.worker.Worker):
@@ -203,6 +205,7 @@ class Worker:
         self._rng = np.random.default_rng()
         self._http: aiohttp.ClientSession | None = None
         self._batch_done: asyncio.Event | None = None  # set, and replaced, after each batch
+        self.batch_lock = asyncio.Lock()
         # Looked up at each ack: the consumer comes later, its ack wrapped by the gate.
         ack = lambda message: self.app.consumer.ack(message)  # noqa: E731, PLW0108
         self.batch_acks = BatchAcks(self.ack_gate, ack, lambda: self.app.consumer_generation_id)
@@ -263,6 +266,13 @@ class Worker:
         @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
         async def _probe_database() -> None:
             await worker.sink.probe()
+
+        # Often enough for a short keep (tests), at most a minute apart.
+        sweep_s = min(SWEEP_S, max(1.0, self.settings.sim_state_keep_s))
+
+        @app.timer(interval=sweep_s)  # type: ignore[untyped-decorator]
+        async def _forget_ended_runs() -> None:
+            await worker.forget_ended_runs()
 
         @app.on_rebalance_complete.connect
         def _on_rebalance(
@@ -331,6 +341,26 @@ class Worker:
             self._reread[tp] = (target, now)
             await consumer.seek(tp, target)
 
+    async def forget_ended_runs(self) -> int:
+        """Remove the state of the simulated runs that ended ``sim_state_keep_s`` ago or
+        more (``sim_runs``), between batches; return how many keys went."""
+        keep_s = self.settings.sim_state_keep_s
+        if not keep_s or not self.is_ready():
+            return 0
+        self.pipeline.ensure_indexed(self.active_partitions())  # every owned run is known
+        try:
+            ended = await self.sink.ended_runs(self.pipeline.pools.runs(), keep_s)
+        except Exception as exc:  # the next sweep tries again
+            log.warning("could not ask PostgreSQL which simulated runs ended: %r", exc)
+            return 0
+        if not ended:
+            return 0
+        async with self.batch_lock:
+            gone = self.pipeline.forget_runs(set(ended))
+            await self.table.changelog.send()  # the deletions' tombstones
+        log.info("removed the state of %d ended simulated runs: %d keys", len(ended), gone)
+        return gone
+
     def _publish_lag(self, ends: Mapping[TP, int]) -> None:
         """Per assigned input partition, events behind the broker's end (unknown until the
         partition's start offset is): for /healthz and the lag gauge."""
@@ -363,7 +393,8 @@ class Worker:
         current = [m for m in messages if m.generation_id == generation]
         if not current:
             return
-        admitted, shows_written = await self.process_batch([_raw(m) for m in current], waited_s)
+        async with self.batch_lock:  # no sweep of ended runs' state in the middle
+            admitted, shows_written = await self.process_batch([_raw(m) for m in current], waited_s)
         await self.batch_acks.after(shows_written, admitted, current)
 
     async def process_batch(

@@ -48,6 +48,7 @@ from streams.worker.state import (
     is_chunk_key,
     is_legacy_shared_key,
     key_partition,
+    key_run,
     user_key,
     user_state,
 )
@@ -198,6 +199,30 @@ class Pipeline:
         prior: it sums every owned partition, also those no event has reached yet)."""
         if partitions - self._indexed:
             self._index_partitions(partitions - self._indexed)
+
+    def forget_runs(self, runs: set[str]) -> int:
+        """Delete every record and chunk of these simulated runs, which have ended, with
+        their pools and counts; return how many keys went. Called between batches.
+
+        One pass over the store's keys. An event of such a run that still comes starts its
+        user afresh (and is forgotten at a later sweep)."""
+        doomed = [key for key in self.store if key_run(key) in runs]
+        for key in doomed:
+            partition = key_partition(key, self.settings.partitions)
+            if not is_chunk_key(key) and partition in self._indexed:
+                record = UserRecord.decode(self.store[key])
+                self._due.get(partition, {}).pop(key, None)  # its heap entry is skipped
+                shows, feedback = self._waiting.get(partition, (0, 0))
+                self._waiting[partition] = (
+                    shows - len(record.pending_shows),
+                    feedback - sum(len(w) for w in record.pending_feedback.values()),
+                )
+            del self.store[key]
+            self.hot.forget(key)
+        for run in runs:
+            self.pools.drop_run(run)
+        self._publish_waiting()
+        return len(doomed)
 
     def _forget_partition(self, partition: int) -> None:
         self._indexed.discard(partition)

@@ -113,6 +113,20 @@ class Pools:
             self._totals[slot].merge(part, sign=-1)
         self._applied.pop(partition, None)
 
+    def runs(self) -> set[str]:
+        """The simulated runs with state here (a pool, or feedback learned from)."""
+        pooled = {run for _, run in self._totals if run is not None}
+        return pooled.union(*(runs.keys() for runs in self._applied.values()))
+
+    def drop_run(self, run_id: str) -> None:
+        """Forget a simulated run's pools and counts (its users' records are gone)."""
+        for slot in [slot for slot in self._totals if slot[1] == run_id]:
+            del self._totals[slot]
+            for parts in self._parts.values():
+                parts.pop(slot, None)
+        for runs in self._applied.values():
+            runs.pop(run_id, None)
+
     def parts_of(self, partition: int) -> int:
         return len(self._parts.get(partition, {}))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -190,6 +190,21 @@ class FeedbackSink:
             self._failed(exc)
         else:
             self._succeeded()
+
+    async def ended_runs(self, run_ids: Collection[str], ended_s: float) -> list[str]:
+        """Of ``run_ids``, the simulated runs whose ``sim_runs`` row ended (any status but
+        ``running``) at least ``ended_s`` ago, by the database's clock. A run with no row
+        (load mode without ``--record``) never ends here."""
+        if self._pool is None or not run_ids:
+            return []
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT run_id FROM sim_runs WHERE run_id = ANY($1::text[]) "
+                "AND status <> 'running' AND finished_at <= now() - make_interval(secs => $2)",
+                list(run_ids),
+                ended_s,
+            )
+        return [row["run_id"] for row in rows]
 
     async def start(self) -> None:
         backoff = 0.2

@@ -76,6 +76,7 @@ __all__ = [
     "is_chunk_key",
     "is_legacy_shared_key",
     "key_partition",
+    "key_run",
     "user_key",
     "user_state",
 ]
@@ -131,6 +132,18 @@ def key_partition(key: str, partitions: int) -> int:
         return int(key.rsplit(SIM_SEPARATOR, 1)[1])
     user_id = key.split(SIM_SEPARATOR, 1)[0].split(CHUNK_SEPARATOR, 1)[0]
     return partition_for(user_id, partitions)
+
+
+def key_run(key: str) -> str | None:
+    """The simulated run of a state key (a record or its chunk); None for a production user.
+
+    >>> key_run(user_key("u", "r1")), key_run(chunk_key(user_key("u", "r1"), 2)), key_run("u")
+    ('r1', 'r1', None)
+    """
+    if key.startswith(LEGACY_SHARED_PREFIX):
+        return None
+    _, separator, rest = key.partition(SIM_SEPARATOR)
+    return rest.partition(CHUNK_SEPARATOR)[0] if separator else None
 
 
 def is_legacy_shared_key(key: str) -> bool:
