@@ -23,7 +23,14 @@ from tests.worker.test_pipeline import SETTINGS, Letters, Rows, raw
 
 
 class SlowRows(Rows):
-    """Rows whose write takes a few turns of the loop, as PostgreSQL's does."""
+    """Rows whose write takes a few turns of the loop, as PostgreSQL's does; ``held``, it
+    then waits until the test lets it go (``release``), or fails it."""
+
+    def __init__(self, held: bool = False) -> None:
+        super().__init__()
+        self.release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not held:
+            self.release.set_result(None)
 
     async def write(
         self,
@@ -33,6 +40,8 @@ class SlowRows(Rows):
     ) -> None:
         for _ in range(5):
             await asyncio.sleep(0)
+        if rows:
+            await self.release
         await super().write(rows, shows, withdrawn)
 
 
@@ -113,27 +122,9 @@ async def test_cancelling_the_wait_cancels_the_write() -> None:
     assert write.cancelled()
 
 
-class HeldRows(Rows):
-    """Rows whose write waits until the test lets it go, or fails."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def write(
-        self,
-        rows: Sequence[FeedbackRow],
-        shows: Sequence[TipShown] = (),
-        withdrawn: asyncio.Future[frozenset[str]] | None = None,
-    ) -> None:
-        if rows:
-            await self.release
-        await super().write(rows, shows, withdrawn)
-
-
 async def test_readers_see_a_batch_before_its_rows_are_written_and_the_store_after() -> None:
     store: dict[str, bytes] = {}
-    rows = HeldRows()
+    rows = SlowRows(held=True)
     p = Pipeline(SETTINGS, [EpsilonGreedyV1()], store, rows, Letters(), WorkerMetrics())
     woken: list[dict[str, bytes]] = []
     p.on_fresh = lambda: woken.append(dict(p.fresh))
@@ -154,7 +145,7 @@ async def test_readers_see_a_batch_before_its_rows_are_written_and_the_store_aft
 
 async def test_a_failed_rows_write_leaves_readers_nothing_unwritten() -> None:
     store: dict[str, bytes] = {}
-    rows = HeldRows()
+    rows = SlowRows(held=True)
     p = Pipeline(SETTINGS, [EpsilonGreedyV1()], store, rows, Letters(), WorkerMetrics())
     handling = asyncio.ensure_future(
         p.handle([raw(shown("u", "a"), 0), raw(feedback("u", "a"), 1)])
