@@ -38,6 +38,7 @@ years of ten million feedbacks a day; a user's statistics are rounded to 10⁻�
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -140,6 +141,46 @@ class PoolDelta:
             return old.delta(-1)
         out, gone = new.delta(1), old.delta(-1)
         return cls(out.stats + gone.stats, out.pulls + gone.pulls, 0)
+
+    @classmethod
+    def summed(
+        cls,
+        olds: Sequence[Contribution | None],
+        news: Sequence[Contribution | None],
+        like: PoolStats,
+    ) -> PoolDelta:
+        """Σ ``between(old, new)`` over users, in one product per side: what replacing each
+        user's ``old`` by its ``new`` does to a pool shaped ``like`` (exact, as ever).
+
+        >>> from bandit.linear import Ridge
+        >>> alice, bob = Ridge.new(2), Ridge.new(2)
+        >>> before = [None, Contribution.of(bob, ONE_TYPE)]
+        >>> alice.update(np.array([1.0, 0.0]), 1.0)
+        >>> bob.update(np.array([1.0, 1.0]), -1.0)
+        >>> after = [Contribution.of(r, ONE_TYPE) for r in (alice, bob)]
+        >>> one, two = PoolStats.new(1, 2), PoolStats.new(1, 2)
+        >>> for old, new in zip(before, after):
+        ...     one.replace(old, new)
+        >>> two.apply(PoolDelta.summed(before, after, two))
+        >>> one == two, two.users
+        (True, 1)
+        """
+        out_stats, out_pulls, out_users = _summed(news, like)
+        gone_stats, gone_pulls, gone_users = _summed(olds, like)
+        return cls(out_stats - gone_stats, out_pulls - gone_pulls, out_users - gone_users)
+
+
+def _summed(
+    contributions: Sequence[Contribution | None], like: PoolStats
+) -> tuple[IntArray, IntArray, int]:
+    """Σ weights ⊗ stats, the pulls per type, and how many contributions there are."""
+    present = [c for c in contributions if c is not None]
+    if not present:
+        return np.zeros_like(like.stats), np.zeros_like(like.pulls), 0
+    weights = np.stack([c.weights for c in present])
+    pulls = np.array([c.pulls for c in present], dtype=np.int64)
+    stats = weights.T @ np.stack([c.stats for c in present])
+    return stats, ((weights > 0) * pulls[:, None]).sum(axis=0), len(present)
 
 
 @dataclass(slots=True, eq=False)

@@ -45,6 +45,7 @@ from streams.worker.learning import Learner, learn_together
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import Pipeline
+from streams.worker.pools import Pools
 from streams.worker.state import CHUNK_SEPARATOR, UserRecord, is_chunk_key
 
 T0_MS = 1_700_000_000_000
@@ -94,9 +95,10 @@ async def _learn_seconds(settings: Settings, pairs: int, users: int) -> float:
     """Learn ``pairs`` rewards as the pipeline does, a batch's worth (half of
     ``batch_max``: a show and a feedback per reward) at a time."""
     policies = build_policies(settings)
-    shared = {p.name: p.new_shared() for p in policies if p.new_shared() is not None}
+    pools = Pools(policies)
     records = [UserRecord() for _ in range(users)]
     decoded: list[dict[str, Any]] = [{} for _ in range(users)]
+    partitions = [partition_for(f"user-{u}", settings.partitions) for u in range(users)]
     per_batch = max(1, settings.batch_max // 2)
     started = time.perf_counter()
     for first in range(0, pairs, per_batch):
@@ -105,12 +107,16 @@ async def _learn_seconds(settings: Settings, pairs: int, users: int) -> float:
             u = i % users
             models = learners.get(u)
             if models is None:
+                shared = pools.views(None, partitions[u])
                 models = PolicyModels(policies, records[u], shared, decoded[u], later=True)
                 learners[u] = models
             task = Task(f"t{i}", 1 + i % 4, i % 3 == 0, float(i % 20))
             models.learn(Moment(i % 24, i % 7), task, 0.5)
-        slots = {u: (None, partition_for(f"user-{u}", settings.partitions)) for u in learners}
-        await learn_together(policies, [Learner(str(u), slots[u], m) for u, m in learners.items()])
+        await learn_together(
+            policies,
+            [Learner(str(u), (None, partitions[u]), m) for u, m in learners.items()],
+            pools,
+        )
     return time.perf_counter() - started
 
 

@@ -42,6 +42,7 @@ from streams.sim.config import SimConfig, SimFailedError, SimUsageError, SimUser
 __all__ = [
     "Chooser",
     "InProcessChooser",
+    "Lesson",
     "Picked",
     "WorkerChooser",
     "make_policy",
@@ -49,6 +50,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+Lesson = tuple[SimUser, Moment, Task, float]
+"""A reward to learn: the user, the moment it was shown, the task it was shown, the reward."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +178,35 @@ class InProcessChooser:
             probabilities=probabilities,
         )
 
-    def learn(
-        self, user: SimUser, moment: Moment, task: Task, reward: float, *, round_: int = 0
-    ) -> None:
-        """Learn ``reward``; ``round_`` is the round it is learned in (it picks the oracle)."""
-        self.policy(user.persona, round_).update(user.state, self.shared, moment, task, reward)
+    def learn_together(self, lessons: Sequence[Lesson], *, round_: int = 0) -> None:
+        """Learn the rewards of a block (or of what arrived together) as the worker learns
+        a batch (``streams.worker.learning``): in waves, the k-th reward of each user in
+        wave k, and a wave as one ``Policy.update_many`` per policy, every user weighed
+        against the shared state as it stood at the wave's start. ``round_`` is the round
+        they are learned in (it picks the oracle after a drift)."""
+        waves: list[list[Lesson]] = []
+        seen: Counter[int] = Counter()
+        for lesson in lessons:
+            k = seen[id(lesson[0])]
+            seen[id(lesson[0])] += 1
+            if k == len(waves):
+                waves.append([])
+            waves[k].append(lesson)
+        for wave in waves:
+            groups: dict[int, tuple[Policy, list[Lesson]]] = {}
+            for lesson in wave:
+                policy = self.policy(lesson[0].persona, round_)
+                groups.setdefault(id(policy), (policy, []))[1].append(lesson)
+            for policy, members in groups.values():
+                moments, tasks = [m for _, m, _, _ in members], [[t] for _, _, t, _ in members]
+                block = CandidateBlock.of(moments, tasks)
+                policy.update_many(
+                    [user.state for user, *_ in members],
+                    self.shared,
+                    block,
+                    np.zeros(len(members), dtype=np.int64),
+                    np.array([reward for *_, reward in members], dtype=np.float64),
+                )
 
     def policy_groups(self, users: Sequence[SimUser]) -> list[tuple[Policy, IntArray]]:
         """The users' positions grouped by the policy that plays them (before any drift):
@@ -365,9 +394,7 @@ class WorkerChooser:
         self._unlogged.clear()
         self._logged_at = now
 
-    def learn(
-        self, user: SimUser, moment: Moment, task: Task, reward: float, *, round_: int = 0
-    ) -> None:
+    def learn_together(self, lessons: Sequence[Lesson], *, round_: int = 0) -> None:
         """The worker learns from the feedback we publish."""
 
 

@@ -46,7 +46,7 @@ from judges.registry import judge_class, make_judge
 from schemas.events import TipFeedback, rfc3339
 from streams.analysis.summary import summarize
 from streams.settings import Settings
-from streams.sim.choosers import Chooser, InProcessChooser, Picked, WorkerChooser
+from streams.sim.choosers import Chooser, InProcessChooser, Lesson, Picked, WorkerChooser
 from streams.sim.config import (
     SimConfig,
     SimUsageError,
@@ -109,6 +109,7 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
             if delivery is not None:
                 # What has arrived by now: published first (through the worker), then
                 # learned and counted, own rewards and expiries alike, as the worker counts.
+                arrived: list[Lesson] = []
                 for arrival in delivery.due(round_):
                     arrived_user, moment, task, feedback = arrival.item
                     if clock is not None and arrival.kind in {APPLIED, LATE}:
@@ -116,9 +117,10 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
                         await ctx.publisher.send(*ctx.events.record(feedback), timestamp_ms=stamp)
                     if arrival.kind == LATE:
                         continue  # its show has expired: the worker stores it, learns nothing
-                    chooser.learn(arrived_user, moment, task, arrival.reward, round_=round_)
+                    arrived.append((arrived_user, moment, task, arrival.reward))
                     arrived_user.learned += 1
                     run_learned += 1
+                chooser.learn_together(arrived, round_=round_)
                 for message, stamp in clock.ticks(round_) if clock is not None else ():
                     await ctx.publisher.send(*message, timestamp_ms=stamp)
             picks = await asyncio.gather(
@@ -127,6 +129,7 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
             results = await asyncio.gather(
                 *(play_round(ctx, chooser, u, round_, p) for u, p in zip(block, picks, strict=True))
             )
+            lessons: list[Lesson] = []
             for user, (moment, task, judgment, feedback) in zip(block, results, strict=True):
                 if judgment.reward is None:
                     continue
@@ -136,9 +139,10 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
                     reward, dwell_ms = judgment.reward, judgment.dwell_ms
                     delivery.post(item, round_, reward, dwell_ms=dwell_ms, rng=rng)
                     continue
-                chooser.learn(user, moment, task, judgment.reward, round_=round_)
+                lessons.append((user, moment, task, judgment.reward))
                 user.learned += 1
                 run_learned += 1
+            chooser.learn_together(lessons, round_=round_)  # as the worker learns a batch
 
 
 def run_summary(ctx: RunContext) -> dict[str, Any]:

@@ -353,7 +353,7 @@ class Pipeline:
                 for key, j in joined.items()
                 if j.models.lessons
             ]
-            failed = await learn_together(self.policies, learners)
+            failed = await learn_together(self.policies, learners, self.pools)
             for key, error in failed.items():
                 letters += self._fail_group(key, joined[key].group, error, broken)
             withdrawn.set_result(

@@ -26,7 +26,7 @@ writes barrier (``min_run_updates`` on ``/score``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bandit.base import FloatArray, Policy
@@ -99,6 +99,41 @@ class Pools:
     def views(self, run_id: str | None, partition: int) -> dict[str, Any]:
         """Every pooled policy's view, by policy name (what the joiner learns against)."""
         return {p.name: self.view(p, run_id, partition) for p in self.pooled}
+
+    def learn_across(
+        self,
+        policy: Policy,
+        run_id: str | None,
+        members: Sequence[tuple[int, Any]],
+        learn: Callable[[PoolStats], None],
+    ) -> None:
+        """``learn`` (one call for users of several partitions, ``members`` being each
+        user's partition and state) against the whole (policy, run) pool, which it updates;
+        then each partition's part gets its own users' change, so the whole stays the exact
+        sum of its parts. If ``learn`` raises, the whole goes back to that sum (the parts
+        are untouched) and the caller rebuilds the users' partitions from their records."""
+        total = self.total(policy, run_id)
+        olds = [policy.pool_contribution(state) for _, state in members]
+        try:
+            learn(total)
+        except BaseException:
+            self._resum((policy.name, run_id))
+            raise
+        by_partition: dict[int, list[int]] = {}
+        for i, (partition, _) in enumerate(members):
+            by_partition.setdefault(partition, []).append(i)
+        for partition, rows in by_partition.items():
+            part = self.view(policy, run_id, partition).part
+            news = [policy.pool_contribution(members[i][1]) for i in rows]
+            part.apply(PoolDelta.summed([olds[i] for i in rows], news, part))
+
+    def _resum(self, slot: _Slot) -> None:
+        """The whole set back to the sum of its parts, in place (views hold it)."""
+        total = self._totals[slot]
+        total.stats[...], total.pulls[...], total.users = 0, 0, 0
+        for parts in self._parts.values():
+            if slot in parts:
+                total.merge(parts[slot])
 
     def add_user(self, run_id: str | None, partition: int, states: dict[str, Any]) -> None:
         """Add one stored user's contributions (while rebuilding a partition)."""

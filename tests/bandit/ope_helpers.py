@@ -4,7 +4,9 @@ need no broker or database."""
 
 from __future__ import annotations
 
-from bandit.base import Policy, choice_rng
+import numpy as np
+
+from bandit.base import CandidateBlock, Moment, Policy, Task, choice_rng
 from bandit.ope.logged import LoggedRow
 from judges.personas import Persona, load_personas
 from judges.rule import RuleJudge, expected_reward
@@ -35,6 +37,7 @@ def sim_log(
                 draws = choice_rng(score_seed(world.policy_rng(p, i, r)))
                 choice = policy.choose(states[p.name, i], shared, moment, tasks, draws)
                 picks.append((p, i, moment, tasks, choice))
+            learned: list[tuple[object, Moment, Task, float]] = []
             for p, i, moment, tasks, choice in picks:
                 task = tasks[choice.index]
                 judgment = judge.judge_sync(p, moment, task, world.judge_rng(p, i, r, task.tip_id))
@@ -52,5 +55,13 @@ def sim_log(
                         expected=tuple(expected_reward(p, moment, t) for t in tasks),
                     )
                 )
-                policy.update(states[p.name, i], shared, moment, task, reward)
+                learned.append((states[p.name, i], moment, task, reward))
+            # The block's rewards together, as the simulator (and the worker) learns them.
+            policy.update_many(
+                [state for state, *_ in learned],
+                shared,
+                CandidateBlock.of([m for _, m, _, _ in learned], [[t] for *_, t, _ in learned]),
+                np.zeros(len(learned), dtype=np.int64),
+                np.array([r for *_, r in learned], dtype=np.float64),
+            )
     return rows

@@ -104,9 +104,10 @@ class Recording(InProcessChooser):
         self.chose[user.user_id, kw["round_"]] = tasks[picked.index].tip_id
         return picked
 
-    def learn(self, user: Any, moment: Any, task: Any, reward: float, *, round_: int = 0) -> None:
-        self.learned.append((user.user_id, task.tip_id, round_, reward))
-        super().learn(user, moment, task, reward, round_=round_)
+    def learn_together(self, lessons: Any, *, round_: int = 0) -> None:
+        for user, _, task, reward in lessons:
+            self.learned.append((user.user_id, task.tip_id, round_, reward))
+        super().learn_together(lessons, round_=round_)
 
 
 def play_recorded(

@@ -19,7 +19,7 @@ from streams.worker.joiner import FeedbackRow, Joiner
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.partitioning import partition_for
 from streams.worker.pipeline import Pipeline
-from streams.worker.state import UserRecord
+from streams.worker.state import UserRecord, user_key
 from tests.worker.events import feedback, shown
 
 SETTINGS = Settings()
@@ -242,13 +242,16 @@ def pooled_pipeline(store: dict[str, bytes]) -> Pipeline:
     return Pipeline(SETTINGS, policies, store, Rows(), Letters(), WorkerMetrics())
 
 
-def pooled_traffic(users: int, start: int = 0, tips: str = "abc") -> list[RawEvent]:
+def pooled_traffic(
+    users: int, start: int = 0, tips: str = "abc", run: str | None = None
+) -> list[RawEvent]:
+    extra = {} if run is None else {"source": "sim", "runId": run}
     events, offset = [], start
     for u in range(users):
         for tip, action in zip(tips, ("done", "dismiss", "snooze"), strict=True):
             events += [
-                raw(shown(f"user-{u}", tip), offset),
-                raw(feedback(f"user-{u}", tip, action), offset + 1),
+                raw(shown(f"user-{u}", tip, **extra), offset),
+                raw(feedback(f"user-{u}", tip, action, **extra), offset + 1),
             ]
             offset += 2
     return events
@@ -299,40 +302,43 @@ async def test_a_failing_user_leaves_the_pool_as_the_records_say() -> None:
 
 
 async def test_a_failing_learning_step_dead_letters_only_the_users_of_that_call() -> None:
-    """The batch's rewards are learned together (one call per pool view for a pooled
-    policy). A bug in one call dead-letters its users' events and keeps their records and
-    the pools as stored; users learned in other calls are written as usual."""
+    """The batch's rewards are learned together: one call per pooled policy and run, over
+    the run's partitions. A bug in one call dead-letters its users' events and keeps their
+    records and the pools as stored; users learned in other calls are written as usual."""
     store: dict[str, bytes] = {}
     p = pooled_pipeline(store)
-    await p.handle(pooled_traffic(10))
-    bad = partition_for("user-3", SETTINGS.partitions)
-    victims = {f"user-{u}" for u in range(10) if partition_for(f"user-{u}", 8) == bad}
-    assert 0 < len(victims) < 10
+    await p.handle(pooled_traffic(10) + pooled_traffic(10, start=100, run="r1"))
+    victims = {user_key(f"user-{u}", "r1") for u in range(10)}
+    assert victims <= set(store)
+    assert len({partition_for(f"user-{u}", SETTINGS.partitions) for u in range(10)}) > 1
     mix = p.policies[0]
     learn = mix.update_many
 
     def exploding(users: Any, shared: Any, *args: Any) -> None:
         learn(users, shared, *args)  # the pool moved...
-        if shared.part is p.pools.view(mix, None, bad).part:
+        if shared.whole is p.pools.total(mix, "r1"):
             raise RuntimeError("boom")  # ...and then a bug
 
     mix.update_many = exploding  # type: ignore[method-assign]
     kept = {key: store[key] for key in victims}
-    await p.handle(pooled_traffic(10, start=1000, tips="def"))
+    await p.handle(
+        pooled_traffic(10, start=1000, tips="def")
+        + pooled_traffic(10, start=2000, tips="def", run="r1")
+    )
     letters = p.dead_letters.letters  # type: ignore[attr-defined]
-    assert {d.user_id for d in letters} == victims
+    assert {(d.user_id, d.run_id) for d in letters} == {(f"user-{u}", "r1") for u in range(10)}
     assert {d.code for d in letters} == {"internal_error"}
     assert len(letters) == 6 * len(victims)  # every event of theirs, none lost
     assert {key: store[key] for key in victims} == kept
     assert not victims & set(p.hot.keys())
-    others = [f"user-{u}" for u in range(10) if f"user-{u}" not in victims]
-    assert all(UserRecord.decode(store[key]).pulls == 6 for key in others)
-    assert {r.user_id for r in p.rows.rows[-3 * len(others) :]} == set(others)  # type: ignore[attr-defined]
-    p.ensure_indexed(set(range(SETTINGS.partitions)))  # the broken partition is rebuilt
+    assert all(UserRecord.decode(store[f"user-{u}"]).pulls == 6 for u in range(10))
+    assert {r.user_id for r in p.rows.rows[-30:]} == {f"user-{u}" for u in range(10)}  # type: ignore[attr-defined]
+    p.ensure_indexed(set(range(SETTINGS.partitions)))  # the broken partitions are rebuilt
     fresh = pooled_pipeline(dict(store))
     fresh.ensure_indexed(set(range(SETTINGS.partitions)))
     for pol in p.pools.pooled:
-        assert p.pools.total(pol, None) == fresh.pools.total(pol, None)
+        for run in (None, "r1"):
+            assert p.pools.total(pol, run) == fresh.pools.total(pol, run)
 
 
 async def test_a_batch_learns_each_users_rewards_in_order_as_one_at_a_time_would() -> None:
