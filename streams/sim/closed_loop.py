@@ -69,9 +69,10 @@ async def play_round(
     round_: int,
     picked: Picked,
 ) -> tuple[Moment, Task, Judgment, TipFeedback]:
-    """One round of one user, its choice made: judge, publish, record. In the run's stream
-    time (``ctx.clock``) the show is stamped with the round's time and the feedback is left
-    to the caller, which holds it back until it arrives."""
+    """One round of one user, its choice made: judge, publish the show, record. The
+    feedback is left to the caller: it publishes a block's feedback together, or in the
+    run's stream time (``ctx.clock``, where the show is stamped with the round's time) holds
+    it back until it arrives."""
     world = ctx.world
     persona = user.persona
     moment = world.moment(persona, user.index, round_)
@@ -84,7 +85,7 @@ async def play_round(
     )
     feedback = await publish_and_record(
         ctx, chooser.name, chooser.via, user, round_, moment, tasks, picked, judgment, served_at,
-        judged_as=judged_as, in_stream_time=ctx.clock is not None,
+        judged_as=judged_as, in_stream_time=ctx.clock is not None, publish_feedback=False,
     )  # fmt: skip
     return moment, task, judgment, feedback
 
@@ -129,6 +130,11 @@ async def play_schedule(ctx: RunContext, chooser: Chooser) -> None:
             results = await asyncio.gather(
                 *(play_round(ctx, chooser, u, round_, p) for u, p in zip(block, picks, strict=True))
             )
+            if clock is None:
+                # The block's feedback at once, as closed record batches (``send_many``), so
+                # that it goes out in one produce request and a worker learns the block in
+                # one batch, as in-process does.
+                await ctx.publisher.send_many([ctx.events.record(f) for *_, f in results])
             lessons: list[Lesson] = []
             for user, (moment, task, judgment, feedback) in zip(block, results, strict=True):
                 if judgment.reward is None:

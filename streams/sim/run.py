@@ -210,6 +210,7 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
     publish_shown: bool = True,
     judged_as: Persona | None = None,
     in_stream_time: bool = False,
+    publish_feedback: bool = True,
 ) -> TipFeedback:
     """Publish the show (unless phase 1 did) and the feedback; record the judgment; return
     the feedback.
@@ -217,6 +218,7 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
     ``judged_as``: the preferences the judge read (a drifted persona), for the expectations.
     ``in_stream_time``: the show's record time is ``served_at``, and the feedback is not
     published here (the caller holds it back until it arrives: ``streams.sim.stream_clock``).
+    ``publish_feedback=False``: the caller publishes it (a closed loop's block, together).
     """
     task = tasks[picked.index]
     if publish_shown:
@@ -225,7 +227,7 @@ async def publish_and_record(  # noqa: PLR0917 - one judgment's parts, all neede
             *ctx.events.record(shown), timestamp_ms=served_at if in_stream_time else None
         )
     feedback = ctx.events.feedback(user, round_, task, judgment, served_at)
-    if not in_stream_time:
+    if publish_feedback and not in_stream_time:
         await ctx.publisher.send(*ctx.events.record(feedback))
 
     knows_expectations = ctx.judge.knows_expectations
