@@ -20,6 +20,7 @@ import aiohttp
 import faust
 import faust.worker
 import numpy as np
+from aiokafka.errors import KafkaError
 from faust.tables.manager import TableManager
 from faust.types import TP, Message, TopicT
 from faust.web import Request
@@ -308,15 +309,19 @@ class Worker:
             for tp in consumer.assignment()
             if tp.topic in (self.settings.topic_shown, self.settings.topic_feedback)
         ]
-        # End offsets from the broker: a partition the fetcher never read has none locally.
-        ends = await consumer.highwaters(*inputs) if inputs else {}
         # A partition that was never committed nor read has no next offset: its run begins
         # at the log's start (faust was seen never to fetch such a partition after a start).
         unknown = [
             tp for tp in inputs if self.ack_gate.next_offset((tp.topic, tp.partition)) is None
         ]
-        if unknown:
-            self._log_start.update(await consumer.earliest_offsets(*unknown))
+        try:  # end offsets from the broker: a partition never fetched has none locally
+            ends = await consumer.highwaters(*inputs) if inputs else {}
+            if unknown:
+                self._log_start.update(await consumer.earliest_offsets(*unknown))
+        except (KafkaError, TimeoutError) as exc:
+            # The broker away past a request's timeout: out of a timer, it stopped the worker.
+            log.warning("could not read the input offsets from Kafka (%r); next try in 2 s", exc)
+            return
         self._publish_lag(ends)
         if lag_only:
             return
