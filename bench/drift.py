@@ -57,7 +57,7 @@ from streams.sim.closed_loop import run_closed_loop
 from streams.sim.config import SimConfig
 from streams.sim.in_memory import play_in_memory
 
-__all__ = ["DELAY_SCENARIOS", "DelayScenario", "main"]
+__all__ = ["DELAY_SCENARIOS", "DelayScenario", "main", "play_through_worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +97,12 @@ REFERENCES = ("random", "oracle")
 def _play(config: SimConfig) -> tuple[float, Sequence[Mapping[str, Any]]]:
     """gap_closed and the per-judgment stats: in memory, or through a worker."""
     if config.via == "worker" and config.policy not in REFERENCES:
-        return asyncio.run(_through_worker(config))
+        return asyncio.run(play_through_worker(config))
     summary, stats = asyncio.run(play_in_memory(replace(config, via="inprocess")))
     return float(summary["gap_closed"]), stats
 
 
-async def _through_worker(config: SimConfig) -> tuple[float, Sequence[Mapping[str, Any]]]:
+async def play_through_worker(config: SimConfig) -> tuple[float, Sequence[Mapping[str, Any]]]:
     """The run through a real worker serving the policy, on fresh topics (a stream-time run
     needs them), its shows expiring as the scenario says; the judgments from PostgreSQL."""
     settings = await create_topics(get_settings())
