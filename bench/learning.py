@@ -7,6 +7,11 @@ gap_closed with its 95% interval for each, the difference, and the pooled figure
 seeds (units: one simulated user of one seed). Results go to ``var/bench-results.jsonl``.
 
     uv run python -m bench.learning --seeds 0,1,2,3,4 --personas standard,alternate
+
+The long run (10 users per persona × 1,000 rounds, gap_closed over the last 200; about 6
+minutes per seed and persona set):
+
+    uv run python -m bench.learning --users 10 --rounds 1000 --last 200 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -33,17 +38,25 @@ from streams.sim.config import SimConfig
 PERSONA_SETS = ("standard", "alternate")  # shipped names (judges/personas/)
 
 
-async def _gap(settings: Settings, run_ids: list[str], rounds: int) -> dict[str, float]:
-    """gap_closed [95% bootstrap interval] over the runs' users, as ``tipstream compare``."""
+async def _gap(settings: Settings, run_ids: list[str], lo: int, hi: int) -> dict[str, float]:
+    """gap_closed [95% bootstrap interval] over the runs' users in rounds [lo, hi), as
+    ``tipstream compare``."""
     runs = [run_rows(r, await fetch_expectations(settings.database_url, r)) for r in run_ids]
-    figures = cell(runs, 0, rounds)
+    figures = cell(runs, lo, hi)
     value, low, high = figures.gap
     return {"gap_closed": value, "low": low, "high": high, "units": figures.units}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = get_settings()
-    results: dict[str, Any] = {"policy": args.policy, "users": args.users, "rounds": args.rounds}
+    results: dict[str, Any] = {
+        "policy": args.policy,
+        "users": args.users,
+        "rounds": args.rounds,
+        "last": args.last,
+    }
+    window = (args.rounds - args.last if args.last else 0, args.rounds)
+    print(f"gap_closed over rounds [{window[0]}, {window[1]}) of each run", flush=True)
     for personas in args.personas:
         runs: dict[str, list[str]] = {"worker": [], "inprocess": []}
         for seed in args.seeds:
@@ -69,8 +82,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             local_s = time.monotonic() - started
             runs["worker"].append(through["run_id"])
             runs["inprocess"].append(local["run_id"])
-            w = await _gap(base, [through["run_id"]], args.rounds)
-            i = await _gap(base, [local["run_id"]], args.rounds)
+            w = await _gap(base, [through["run_id"]], *window)
+            i = await _gap(base, [local["run_id"]], *window)
             print(
                 f"{personas:<9} seed {seed}: worker {w['gap_closed']:.3f} [{w['low']:.3f}, "
                 f"{w['high']:.3f}] ({worker_s:.0f} s)  in-process {i['gap_closed']:.3f} "
@@ -80,7 +93,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             results[f"{personas}/{seed}"] = {"worker": w, "inprocess": i}
         for via, ids in runs.items():
-            pooled = await _gap(base, ids, args.rounds)
+            pooled = await _gap(base, ids, *window)
             results[f"{personas}/all/{via}"] = pooled
             print(
                 f"{personas:<9} seeds {','.join(map(str, args.seeds))} {via:<9}: "
@@ -105,7 +118,16 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=50, help="users per persona")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--last",
+        type=int,
+        default=0,
+        help="gap_closed over the last N rounds only (the long run: --users 10 --rounds 1000 "
+        "--last 200); default the whole run",
+    )
     args = parser.parse_args()
+    if not 0 <= args.last <= args.rounds:
+        parser.error("--last must be between 0 and --rounds")
     unknown = set(args.personas) - set(PERSONA_SETS)
     if unknown:
         parser.error(f"unknown persona set(s) {sorted(unknown)}; known: {', '.join(PERSONA_SETS)}")
