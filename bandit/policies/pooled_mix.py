@@ -482,13 +482,10 @@ class PooledMix(EpsilonGreedyScores):
         n, m = len(users), whole.types
         old_w = np.zeros((n, m), dtype=np.int64)
         old_s = np.zeros((n, whole.stats.shape[1]), dtype=np.int64)
-        old_pulls = np.zeros(n, dtype=np.int64)
-        before = 0
-        for i, user in enumerate(users):
-            old = self.pool_contribution(user)
+        olds = [self.pool_contribution(user) for user in users]
+        for i, old in enumerate(olds):
             if old is not None:
-                old_w[i], old_s[i], old_pulls[i] = old.weights, old.stats, old.pulls
-                before += 1
+                old_w[i], old_s[i] = old.weights, old.stats
         # Each user's pool: the pool without the user's own contribution (exact int64).
         others = whole.stats[None, :, :] - old_w[:, :, None] * old_s[:, None, :]
         ridges = [u.ridge for u in users]
@@ -497,12 +494,9 @@ class PooledMix(EpsilonGreedyScores):
             new_w, new_s = self._learn_gaussian(users, others[:, 0, :], rows, xs, rewards)
         else:
             new_w, new_s = self._learn_types(users, others, rows, xs, rewards)
-        new_pulls = np.array([r.pulls for r in ridges], dtype=np.int64)
         for i, user in enumerate(users):
             user.contribution = Contribution(new_w[i].copy(), new_s[i].copy(), user.ridge.pulls)
-        pulls = ((new_w > 0) * new_pulls[:, None]).sum(axis=0)
-        pulls -= ((old_w > 0) * old_pulls[:, None]).sum(axis=0)
-        pool.apply(PoolDelta(new_w.T @ new_s - old_w.T @ old_s, pulls, n - before))
+        pool.apply(PoolDelta.summed(olds, [u.contribution for u in users], whole))
 
     def _learn_types(
         self,
