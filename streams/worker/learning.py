@@ -84,10 +84,6 @@ def _learn(
     if policy.name not in members[0].models.shared:
         _update(policy, members, k, None)
         return
-    partitions = {m.slot[1] for m in members}
-    if len(partitions) == 1:  # one partition's view updates its part and the whole
-        _update(policy, members, k, members[0].models.shared[policy.name])
-        return
     states = [(m.slot[1], m.models.state(policy)) for m in members]
     pools.learn_across(policy, run_id, states, lambda pool: _update(policy, members, k, pool))
 
