@@ -107,7 +107,7 @@ class Pools:
         members: Sequence[tuple[int, Any]],
         learn: Callable[[PoolStats], None],
     ) -> None:
-        """``learn`` (one call for users of several partitions, ``members`` being each
+        """``learn`` (one call for users of one or several partitions, ``members`` being each
         user's partition and state) against the whole (policy, run) pool, which it updates;
         then each partition's part gets its own users' change, so the whole stays the exact
         sum of its parts. If ``learn`` raises, the whole goes back to that sum (the parts
