@@ -339,16 +339,23 @@ async def _alternate(
     settings: Settings, pairs: int, repeat: int, first: dict[str, Timed]
 ) -> dict[str, float]:
     events = 2 * pairs
-    ratios = [first["quix_exactly_once"].seconds / first["tipstream_worker"].seconds]
-    cpu = [first["quix_exactly_once"].cpu_seconds / first["tipstream_worker"].cpu_seconds]
+    turns = [(first["quix_exactly_once"], first["tipstream_worker"])]
     for turn in range(1, repeat):
         again = settings.model_copy(update={"app_id": f"{settings.app_id}-again{turn}"})
         quix = peer(again, "quix_app", "exactly-once", events)
         await _forget_rows(settings)
-        worker = await tipstream_worker(again, pairs, DEFAULT_POLICY)
-        ratios.append(quix.seconds / worker.seconds)
-        cpu.append(quix.cpu_seconds / worker.cpu_seconds)
+        turns.append((quix, await tipstream_worker(again, pairs, DEFAULT_POLICY)))
+    ratios = [quix.seconds / worker.seconds for quix, worker in turns]
+    cpu = [quix.cpu_seconds / worker.cpu_seconds for quix, worker in turns]
     out = {f"tipstream_worker_vs_quix_exactly_once_turn{i}": r for i, r in enumerate(ratios)}
+    # Each turn's own rates and the worker's steps, to see which side and step a slow turn
+    # lost its time in (the first turn has been the slowest in most runs).
+    for i, (quix, worker) in enumerate(turns):
+        out[f"turn{i}_quix_exactly_once_eps"] = events / quix.seconds
+        out[f"turn{i}_tipstream_worker_eps"] = events / worker.seconds
+        for name, value in _steps_per_event(worker, events).items():
+            step = name.removeprefix("tipstream_worker_").removesuffix("_us_per_event")
+            out[f"turn{i}_{step}_us_per_event"] = value
     out["tipstream_worker_vs_quix_exactly_once_median"] = statistics.median(ratios)
     out["tipstream_worker_cpu_vs_quix_exactly_once_median"] = statistics.median(cpu)
     return out
