@@ -22,9 +22,9 @@ PYTEST_ARGS ?=
 help:
 	@sed -n '3,10p' Makefile
 
-# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines), Python
-# never caches what it imports, so every worker, CLI call and test subprocess compiled its
-# dependencies again: 1.7 s of a worker's start (py-spy, 7 Dec 2026).
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (as on our development machines),
+# Python never caches what it imports, so every worker, CLI call and test subprocess
+# compiled its dependencies again: 1.7 s of a worker's start (py-spy, 7 Dec 2026).
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 	  python3 -m pip install --quiet uv || python3 -m pip install --quiet --break-system-packages uv
