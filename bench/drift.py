@@ -223,8 +223,7 @@ def delay_table(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str
     names = list(DELAY_SCENARIOS)
     print(
         f"\n## Late feedback ({_where(args)}): gap_closed at {args.cold_users} users per "
-        "persona × "
-        f"{args.cold_rounds} rounds (one round = 1 h of stream time), mean over seeds "
+        f"persona × {args.cold_rounds} rounds (one round = 1 h of stream time), mean over seeds "
         "[95% t interval]; Δ = paired difference from instant\n"
     )
     deltas = " | ".join(f"Δ {n}" for n in names[1:])

@@ -8,8 +8,8 @@ seeds (units: one simulated user of one seed). Results go to ``var/bench-results
 
     uv run python -m bench.learning --seeds 0,1,2,3,4 --personas standard,alternate
 
-The long run (10 users per persona × 1,000 rounds, gap_closed over the last 200; about 6
-minutes per seed and persona set):
+The long run (10 users per persona × 1,000 rounds, gap_closed over the last 200; 1.5 to 5
+minutes per seed and persona set, both ways, depending on the machine):
 
     uv run python -m bench.learning --users 10 --rounds 1000 --last 200 --seeds 0,1,2
 """
